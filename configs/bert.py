@@ -1,0 +1,85 @@
+"""BERT (Devlin et al. 2018) and the small BERTs of Turc et al. (2019).
+
+Variants: tiny 2/128, mini 4/256, small 4/512, medium 8/512 (L/H, A = H/64, ff = 4H), base
+12/768/12, large 24/1024/16. Usage: --config=configs/bert.py:base. The model fields are the same
+`ModelConfig` fields as configs/transformer.py: the diff between the two files is the relation.
+"""
+
+import ml_collections
+
+from bert_vs_transformer import config_args
+
+# L (layers), H (hidden), A (heads); ff = 4H throughout.
+VARIANTS = {
+    "tiny": (2, 128, 2),
+    "mini": (4, 256, 4),
+    "small": (4, 512, 8),
+    "medium": (8, 512, 8),
+    "base": (12, 768, 12),
+    "large": (24, 1024, 16),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = config_args.parse(arg, {"variant": "base"})
+    if args["variant"] not in VARIANTS:
+        raise ValueError(f"unknown bert variant {args['variant']!r}; choose from {sorted(VARIANTS)}")
+    num_layers, hidden, heads = VARIANTS[args["variant"]]
+    small = args["variant"] == "tiny"
+
+    config = ml_collections.ConfigDict()
+    config.model_family = "bert"
+    config.variant = args["variant"]
+    config.seed = 0
+    config.num_train_steps = 300 if small else 1_000_000  # BERT A.2: 1M steps
+    config.log_every_steps = 10 if small else 100
+    config.eval_every_steps = 100 if small else 10_000
+    config.checkpoint_every_steps = 100 if small else 10_000
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+    config.model = m = ml_collections.ConfigDict()
+    m.vocab_size = 30522  # uncased WordPiece
+    m.d_model = hidden  # H
+    m.num_heads = heads  # A
+    m.head_dim = None  # H / A = 64
+    m.d_ff = 4 * hidden  # 4H
+    m.num_encoder_layers = num_layers  # L
+    m.num_decoder_layers = 0  # encoder only
+    m.activation = "gelu"  # exact erf GELU
+    m.positional = "learned"  # learned absolute positions
+    m.max_len = 512
+    m.type_vocab_size = 2  # sentence A / B segment embeddings
+    m.embed_scale = False
+    m.embed_layernorm = True  # LayerNorm after the embedding sum
+    m.layernorm_eps = 1e-12
+    m.dropout_rate = 0.1  # hidden dropout
+    m.attention_dropout_rate = 0.1  # dropout on attention probabilities
+    m.norm_position = "post"
+    m.use_bias = True
+    m.share_embeddings = True  # MLM decoder tied to the word embeddings
+    m.initializer = "bert"  # truncated normal(0.02)
+    m.pooler = True  # tanh dense on [CLS] for NSP / classification
+    m.dtype = "float32"
+    m.param_dtype = "float32"
+    m.attention_kernel = "xla"
+    m.remat_policy = "none"
+    m.scan_layers = False
+
+    config.optimizer = o = ml_collections.ConfigDict()
+    o.name = "adamw"  # A.2: Adam with L2 weight decay 0.01, not on LayerNorm or biases
+    o.learning_rate = 1e-4
+    o.b1 = 0.9
+    o.b2 = 0.999
+    o.eps = 1e-6
+    o.weight_decay = 0.01
+    o.schedule = "warmup_linear_decay"
+    o.warmup_steps = 30 if small else 10_000
+    o.grad_clip_norm = 1.0
+
+    config.data = d = ml_collections.ConfigDict()
+    d.dataset = "pretraining_corpus"
+    d.max_seq_len = 128  # 90% of steps at 128, the rest at 512 (A.2)
+    d.max_predictions_per_seq = 20
+    d.masked_lm_prob = 0.15
+    d.batch_size = 32 if small else 256  # sequences
+    return config

@@ -1,0 +1,79 @@
+"""The Transformer (Vaswani et al. 2017). Variants: tiny (CPU, seconds), base and big (Table 3).
+
+Usage: --config=configs/transformer.py:base  (or :variant=big). Every model field is a
+`bert_vs_transformer.model_config.ModelConfig` field; compare with configs/bert.py.
+"""
+
+import ml_collections
+
+from bert_vs_transformer import config_args
+
+# Table 3 of the paper: N, d_model, d_ff, h, P_drop. (d_k = d_v = d_model / h.)
+VARIANTS = {
+    "tiny": dict(num_layers=2, d_model=64, d_ff=256, num_heads=4, dropout=0.1, vocab_size=8000),
+    "base": dict(num_layers=6, d_model=512, d_ff=2048, num_heads=8, dropout=0.1, vocab_size=37000),
+    "big": dict(num_layers=6, d_model=1024, d_ff=4096, num_heads=16, dropout=0.3, vocab_size=37000),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = config_args.parse(arg, {"variant": "base"})
+    if args["variant"] not in VARIANTS:
+        raise ValueError(f"unknown transformer variant {args['variant']!r}; choose from {sorted(VARIANTS)}")
+    v = VARIANTS[args["variant"]]
+
+    config = ml_collections.ConfigDict()
+    config.model_family = "transformer"  # which model class the config builds
+    config.variant = args["variant"]
+    config.seed = 0  # parameter init, dropout and data order
+    config.num_train_steps = {"tiny": 300, "base": 100_000, "big": 300_000}[args["variant"]]  # Sec. 5.2
+    config.log_every_steps = 10 if args["variant"] == "tiny" else 100
+    config.eval_every_steps = 100 if args["variant"] == "tiny" else 5_000
+    config.checkpoint_every_steps = 100 if args["variant"] == "tiny" else 5_000
+    config.label_smoothing = 0.1  # epsilon_ls (Sec. 5.4)
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1 fills the devices
+
+    config.model = m = ml_collections.ConfigDict()
+    m.vocab_size = v["vocab_size"]  # one shared source/target BPE vocabulary (Sec. 5.1)
+    m.d_model = v["d_model"]  # model width
+    m.num_heads = v["num_heads"]  # h
+    m.head_dim = None  # d_k = d_v; None = d_model / h
+    m.d_ff = v["d_ff"]  # FFN inner width
+    m.num_encoder_layers = v["num_layers"]  # N
+    m.num_decoder_layers = v["num_layers"]  # N
+    m.activation = "relu"  # FFN(x) = max(0, xW1 + b1)W2 + b2 (Sec. 3.3)
+    m.positional = "sinusoidal"  # Sec. 3.5; "learned" is Table 3 row (E)
+    m.max_len = 512  # longest position (used by learned positions)
+    m.type_vocab_size = 0  # no segment embeddings
+    m.embed_scale = True  # embeddings multiplied by sqrt(d_model) (Sec. 3.4)
+    m.embed_layernorm = False
+    m.layernorm_eps = 1e-6
+    m.dropout_rate = v["dropout"]  # P_drop on sublayer outputs and embedding sums (Sec. 5.4)
+    m.attention_dropout_rate = 0.0  # the paper names none
+    m.norm_position = "post"  # LayerNorm(x + Sublayer(x)) (Sec. 3.1)
+    m.use_bias = True
+    m.share_embeddings = True  # source, target and pre-softmax share one matrix (Sec. 3.4)
+    m.initializer = "xavier"
+    m.pooler = False
+    m.dtype = "float32"  # compute dtype; "bfloat16" on accelerators
+    m.param_dtype = "float32"  # master weights
+    m.attention_kernel = "xla"  # "cudnn": flash attention on NVIDIA GPUs
+    m.remat_policy = "none"
+    m.scan_layers = False
+
+    config.optimizer = o = ml_collections.ConfigDict()
+    o.name = "adam"
+    o.b1 = 0.9  # Sec. 5.3
+    o.b2 = 0.98
+    o.eps = 1e-9
+    o.schedule = "rsqrt"  # lr = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
+    o.warmup_steps = 4000 if args["variant"] != "tiny" else 100
+    o.grad_clip_norm = 0.0  # 0 disables
+
+    config.data = d = ml_collections.ConfigDict()
+    d.dataset = "multi30k"
+    d.source_lang = "en"
+    d.target_lang = "de"
+    d.max_len = 128  # tokens per side
+    d.batch_size = 64 if args["variant"] == "tiny" else 128  # sentence pairs per step
+    return config

