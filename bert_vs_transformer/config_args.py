@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
+
+# The checkout holding configs/ (the package sits one level below it).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse(arg: str | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,3 +41,32 @@ def _cast(value: str, default: Any, key: str) -> Any:
     if isinstance(default, float):
         return float(value)
     return value
+
+
+def load(spec: str):
+    """Loads "path/to/config.py[:arg]" as ml_collections' config_flags does: get_config(arg).
+
+    Relative paths are tried from the working directory, then from the repository root.
+    """
+    import importlib.util
+
+    path, _, arg = spec.partition(":")
+    candidates = [path, os.path.join(REPO_ROOT, path)]
+    found = next((p for p in candidates if os.path.isfile(p)), None)
+    if found is None:
+        raise FileNotFoundError(f"config file {path!r} not found (looked in {candidates})")
+    module_name = "bvt_config_" + os.path.splitext(os.path.basename(found))[0]
+    module_spec = importlib.util.spec_from_file_location(module_name, found)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
+def model_config(spec: str, **overrides):
+    """The ModelConfig of a config file spec, with field overrides."""
+    from bert_vs_transformer.model_config import ModelConfig
+
+    cfg = ModelConfig.from_dict(dict(load(spec).model))
+    return cfg.replace(**overrides) if overrides else cfg
+
+
