@@ -34,7 +34,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "bvt-compare=bert_vs_transformer.compare:main",
+            "bvt-compare=bert_vs_transformer.compare:run",
         ],
     },
 )
