@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     small = args["variant"] == "tiny"
 
     config = ml_collections.ConfigDict()
+    config.task = "pretraining"  # objective: translation | pretraining | classification
     config.model_family = "bert"
     config.variant = args["variant"]
     config.seed = 0
@@ -35,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every_steps = 10 if small else 100
     config.eval_every_steps = 100 if small else 10_000
     config.checkpoint_every_steps = 100 if small else 10_000
+    config.grad_accum_steps = 1  # microbatches per step (the same update as the full batch)
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
     config.model = m = ml_collections.ConfigDict()

@@ -23,6 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     v = VARIANTS[args["variant"]]
 
     config = ml_collections.ConfigDict()
+    config.task = "translation"  # objective: translation | pretraining | classification
     config.model_family = "transformer"  # which model class the config builds
     config.variant = args["variant"]
     config.seed = 0  # parameter init, dropout and data order
@@ -31,6 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every_steps = 100 if args["variant"] == "tiny" else 5_000
     config.checkpoint_every_steps = 100 if args["variant"] == "tiny" else 5_000
     config.label_smoothing = 0.1  # epsilon_ls (Sec. 5.4)
+    config.grad_accum_steps = 1  # microbatches per step (the same update as the full batch)
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1 fills the devices
 
     config.model = m = ml_collections.ConfigDict()

@@ -1,0 +1,27 @@
+"""Training objectives: each task builds its model and computes loss sums over a (micro)batch.
+
+A task provides `model(deterministic)`, `dummy_batch(batch_size)`, `normalizers(batch)` (computed
+on the full batch so gradient accumulation over microbatches equals the large batch exactly) and
+`loss(params, batch, normalizers, rng, deterministic) -> (loss, metric_sums)`.
+"""
+
+from __future__ import annotations
+
+from bert_vs_transformer.tasks.base import Task
+from bert_vs_transformer.tasks.classification import ClassificationTask
+from bert_vs_transformer.tasks.pretraining import PretrainingTask
+from bert_vs_transformer.tasks.translation import TranslationTask
+
+TASKS = {
+    "translation": TranslationTask,
+    "pretraining": PretrainingTask,
+    "classification": ClassificationTask,
+}
+
+
+def get_task(config) -> Task:
+    """The task named by config.task (one of TASKS)."""
+    name = config.get("task", None)
+    if name not in TASKS:
+        raise ValueError(f"config.task={name!r} is not one of {sorted(TASKS)}")
+    return TASKS[name](config)

@@ -1,0 +1,44 @@
+"""The interface the training loop drives."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+
+from bert_vs_transformer.model_config import ModelConfig
+
+Batch = Mapping[str, jax.Array]
+
+
+class Task:
+    """One objective over one model family."""
+
+    # Batch keys the task reads, with the number of token positions each row contributes.
+    name = "task"
+
+    def __init__(self, config):
+        self.config = config
+        self.model_config = ModelConfig.from_dict(dict(config.model))
+
+    def model(self, deterministic: bool) -> nn.Module:
+        raise NotImplementedError
+
+    def dummy_batch(self, batch_size: int) -> dict[str, Any]:
+        """Zeros with the batch's shapes and dtypes (for init, abstract shapes, the benchmark)."""
+        raise NotImplementedError
+
+    def init_args(self, batch: Batch) -> tuple:
+        """Positional model inputs for model.init."""
+        raise NotImplementedError
+
+    def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
+        raise NotImplementedError
+
+    def loss(self, params, batch: Batch, normalizers, rng, deterministic: bool):
+        raise NotImplementedError
+
+    def tokens(self, batch: Batch) -> jax.Array:
+        """Real tokens processed (for tokens/s)."""
+        raise NotImplementedError

@@ -1,0 +1,75 @@
+"""BERT pretraining (Devlin 3.1): masked-LM over the chosen positions plus next-sentence prediction."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from bert_vs_transformer import bert
+from bert_vs_transformer.tasks import losses
+from bert_vs_transformer.tasks.base import Task
+
+
+class PretrainingTask(Task):
+    """Batches: input_ids, token_type_ids, attention_mask [b, L]; masked_lm_positions,
+    masked_lm_ids, masked_lm_weights [b, P]; next_sentence_labels [b] (0 = IsNext)."""
+
+    name = "pretraining"
+
+    def model(self, deterministic: bool):
+        return bert.BertForPreTraining(self.model_config, deterministic=deterministic)
+
+    def dummy_batch(self, batch_size: int):
+        d = self.config.data
+        seq, preds = d.max_seq_len, d.max_predictions_per_seq
+        return {
+            "input_ids": np.ones((batch_size, seq), np.int32),
+            "token_type_ids": np.zeros((batch_size, seq), np.int32),
+            "attention_mask": np.ones((batch_size, seq), np.int32),
+            "masked_lm_positions": np.zeros((batch_size, preds), np.int32),
+            "masked_lm_ids": np.zeros((batch_size, preds), np.int32),
+            "masked_lm_weights": np.zeros((batch_size, preds), np.float32),
+            "next_sentence_labels": np.zeros((batch_size,), np.int32),
+        }
+
+    def init_args(self, batch):
+        return (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], batch["masked_lm_positions"])
+
+    def normalizers(self, batch):
+        return {
+            "masked": jnp.maximum(jnp.sum(batch["masked_lm_weights"]), 1.0).astype(jnp.float32),
+            "sequences": jnp.asarray(batch["input_ids"].shape[0], jnp.float32),
+        }
+
+    def loss(self, params, batch, normalizers, rng, deterministic):
+        rngs = None if deterministic else {"dropout": rng}
+        mlm_logits, nsp_logits = self.model(deterministic).apply(
+            {"params": params}, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+            batch["masked_lm_positions"], rngs=rngs,
+        )
+        w = batch["masked_lm_weights"].astype(jnp.float32)
+        mlm = losses.cross_entropy(mlm_logits, batch["masked_lm_ids"]) * w
+        nsp = losses.cross_entropy(nsp_logits, batch["next_sentence_labels"])
+        loss = jnp.sum(mlm) / normalizers["masked"] + jnp.sum(nsp) / normalizers["sequences"]
+        sums = {
+            "mlm_loss_sum": jnp.sum(mlm),
+            "mlm_accuracy_sum": jnp.sum(losses.accuracy(mlm_logits, batch["masked_lm_ids"]) * w),
+            "masked": jnp.sum(w),
+            "nsp_loss_sum": jnp.sum(nsp),
+            "nsp_accuracy_sum": jnp.sum(losses.accuracy(nsp_logits, batch["next_sentence_labels"])),
+            "sequences": jnp.asarray(batch["input_ids"].shape[0], jnp.float32),
+        }
+        return loss, sums
+
+    def tokens(self, batch):
+        return jnp.sum(batch["attention_mask"])
+
+    @staticmethod
+    def summarize(sums):
+        m, s = max(float(sums["masked"]), 1.0), max(float(sums["sequences"]), 1.0)
+        mlm = float(sums["mlm_loss_sum"]) / m
+        return {
+            "mlm_loss": mlm, "mlm_perplexity": float(np.exp(min(mlm, 50.0))),
+            "mlm_accuracy": float(sums["mlm_accuracy_sum"]) / m,
+            "nsp_loss": float(sums["nsp_loss_sum"]) / s, "nsp_accuracy": float(sums["nsp_accuracy_sum"]) / s,
+        }
