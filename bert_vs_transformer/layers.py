@@ -105,7 +105,8 @@ class MultiHeadAttention(nn.Module):
 
     With decode=True the module keeps `cached_key`, `cached_value` and `cache_index` in the
     'cache' collection: the first (initialising) call sizes the cache from its inputs; later calls
-    append their keys/values and let each query see every cached position up to its own.
+    append their keys/values and let each query see every cached position up to its own. The
+    caller must not decode past the cache length it initialised (writes would clamp to the end).
     """
 
     config: ModelConfig
@@ -145,7 +146,7 @@ class MultiHeadAttention(nn.Module):
         cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
         cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
         cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
-        if not is_initialized:  # the sizing call: attend as in the full forward
+        if not is_initialized:  # the sizing call: its outputs are discarded
             return key, value, mask
         step_len, max_len = key.shape[1], cached_key.value.shape[1]
         index = cache_index.value
@@ -386,6 +387,11 @@ class Decoder(nn.Module):
         if self.decode:
             # Causality comes from the cache; positions must be given by the caller.
             self_mask = None
+        elif padding_mask is None and segmentation is None:
+            # No explicit padding: the causal mask alone. Decoder inputs start with BOS = 0 (the
+            # pad id), so `ids != 0` would hide BOS; with right padding a real query never sees a
+            # padded key anyway.
+            self_mask = attn_lib.causal_mask(ids.shape[1])
         else:
             self_mask = attn_lib.combine_masks(
                 attn_lib.causal_mask(ids.shape[1]), attn_lib.key_padding_mask(valid)
