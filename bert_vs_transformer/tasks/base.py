@@ -39,6 +39,10 @@ class Task:
     def loss(self, params, batch: Batch, normalizers, rng, deterministic: bool):
         raise NotImplementedError
 
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        """Metric sums over a batch or an evaluation split -> reported metrics."""
+        raise NotImplementedError
+
     def tokens(self, batch: Batch) -> jax.Array:
         """Real tokens processed (for tokens/s)."""
         raise NotImplementedError

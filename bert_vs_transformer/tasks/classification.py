@@ -38,25 +38,35 @@ class ClassificationTask(Task):
         return (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
 
     def normalizers(self, batch):
-        return {"examples": jnp.asarray(batch["input_ids"].shape[0], jnp.float32)}
+        w = batch.get("example_weights")
+        n = jnp.asarray(batch["input_ids"].shape[0], jnp.float32) if w is None else jnp.sum(w)
+        return {"examples": jnp.maximum(n, 1.0).astype(jnp.float32)}
 
     def loss(self, params, batch, normalizers, rng, deterministic):
         rngs = None if deterministic else {"dropout": rng}
         logits = self.model(deterministic).apply(
             {"params": params}, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], rngs=rngs
         )
+        w = batch.get("example_weights")
+        w = jnp.ones(logits.shape[0], jnp.float32) if w is None else w.astype(jnp.float32)
         if self.num_labels == 1:
-            pred = logits[:, 0]
-            per_example = jnp.square(pred - batch["label"].astype(jnp.float32))
-            sums = {"loss_sum": jnp.sum(per_example), "examples": jnp.asarray(pred.shape[0], jnp.float32)}
+            per_example = jnp.square(logits[:, 0] - batch["label"].astype(jnp.float32)) * w
+            sums = {"loss_sum": jnp.sum(per_example), "examples": jnp.sum(w)}
         else:
-            per_example = losses.cross_entropy(logits, batch["label"])
+            label = jnp.maximum(batch["label"], 0)
+            per_example = losses.cross_entropy(logits, label) * w
             sums = {
                 "loss_sum": jnp.sum(per_example),
-                "accuracy_sum": jnp.sum(losses.accuracy(logits, batch["label"])),
-                "examples": jnp.asarray(logits.shape[0], jnp.float32),
+                "accuracy_sum": jnp.sum(losses.accuracy(logits, label) * w),
+                "examples": jnp.sum(w),
             }
         return jnp.sum(per_example) / normalizers["examples"], sums
 
     def tokens(self, batch):
         return jnp.sum(batch["attention_mask"])
+
+    def summarize(self, sums):
+        n = max(float(sums["examples"]), 1.0)
+        if self.num_labels == 1:
+            return {"mse": float(sums["loss_sum"]) / n}
+        return {"loss": float(sums["loss_sum"]) / n, "accuracy": float(sums["accuracy_sum"]) / n}

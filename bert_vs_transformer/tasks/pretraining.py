@@ -37,9 +37,20 @@ class PretrainingTask(Task):
 
     def normalizers(self, batch):
         return {
-            "masked": jnp.maximum(jnp.sum(batch["masked_lm_weights"]), 1.0).astype(jnp.float32),
-            "sequences": jnp.asarray(batch["input_ids"].shape[0], jnp.float32),
+            "masked": jnp.maximum(jnp.sum(batch["masked_lm_weights"] * self._example_weights(batch)[:, None]), 1.0
+                                  ).astype(jnp.float32),
+            "sequences": jnp.maximum(self._examples(batch), 1.0),
         }
+
+    @staticmethod
+    def _example_weights(batch):
+        ex = batch.get("example_weights")
+        return jnp.ones(batch["input_ids"].shape[0], jnp.float32) if ex is None else ex.astype(jnp.float32)
+
+    @staticmethod
+    def _examples(batch):
+        ex = batch.get("example_weights")
+        return jnp.asarray(batch["input_ids"].shape[0], jnp.float32) if ex is None else jnp.sum(ex).astype(jnp.float32)
 
     def loss(self, params, batch, normalizers, rng, deterministic):
         rngs = None if deterministic else {"dropout": rng}
@@ -47,17 +58,19 @@ class PretrainingTask(Task):
             {"params": params}, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
             batch["masked_lm_positions"], rngs=rngs,
         )
-        w = batch["masked_lm_weights"].astype(jnp.float32)
+        ex = batch.get("example_weights")
+        ex = jnp.ones(nsp_logits.shape[0], jnp.float32) if ex is None else ex.astype(jnp.float32)
+        w = batch["masked_lm_weights"].astype(jnp.float32) * ex[:, None]
         mlm = losses.cross_entropy(mlm_logits, batch["masked_lm_ids"]) * w
-        nsp = losses.cross_entropy(nsp_logits, batch["next_sentence_labels"])
+        nsp = losses.cross_entropy(nsp_logits, batch["next_sentence_labels"]) * ex
         loss = jnp.sum(mlm) / normalizers["masked"] + jnp.sum(nsp) / normalizers["sequences"]
         sums = {
             "mlm_loss_sum": jnp.sum(mlm),
             "mlm_accuracy_sum": jnp.sum(losses.accuracy(mlm_logits, batch["masked_lm_ids"]) * w),
             "masked": jnp.sum(w),
             "nsp_loss_sum": jnp.sum(nsp),
-            "nsp_accuracy_sum": jnp.sum(losses.accuracy(nsp_logits, batch["next_sentence_labels"])),
-            "sequences": jnp.asarray(batch["input_ids"].shape[0], jnp.float32),
+            "nsp_accuracy_sum": jnp.sum(losses.accuracy(nsp_logits, batch["next_sentence_labels"]) * ex),
+            "sequences": jnp.sum(ex),
         }
         return loss, sums
 

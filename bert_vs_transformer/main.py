@@ -1,0 +1,64 @@
+"""Entry point: python -m bert_vs_transformer.main --config=configs/<file>.py:<args> --workdir=DIR
+[--config.k=v ...]. Trains, evaluates and checkpoints; rerunning the same command resumes.
+
+Several hosts: run the same command on every host (launch/ does this) with either explicit
+--coordinator_address/--num_processes/--process_id, or nothing on TPU pods and SLURM, where
+jax.distributed detects the cluster from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as pylogging
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/<family>.py:<args>).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard files.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries:
+    """Keeps INFO lines from this package only (orbax and jax log every save step at INFO)."""
+
+    def filter(self, record) -> bool:
+        return record.levelno >= pylogging.WARNING or "bert_vs_transformer" in record.pathname
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if logging.get_verbosity() <= logging.INFO:  # --verbosity=1 shows every library's INFO lines
+        logging.get_absl_handler().addFilter(_QuietLibraries())
+    import jax
+
+    from bert_vs_transformer import partitioning, train
+
+    partitioning.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    config = _CONFIG.value
+    workdir = _WORKDIR.value
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(config.to_dict(), f, indent=2, default=str)
+    logging.info("devices: %d x %s, processes: %d", jax.device_count(), jax.devices()[0].device_kind, jax.process_count())
+    try:
+        train.train_and_evaluate(config, workdir)
+    except train.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run():
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

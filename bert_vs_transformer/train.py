@@ -1,0 +1,227 @@
+"""The one training loop for every objective: train, evaluate, checkpoint, resume, preempt."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from bert_vs_transformer import checkpoints, flops, optim, partitioning, run_logging, synthetic_data, tasks, train_step
+
+
+class ConfigError(ValueError):
+    """A config problem found before anything is compiled (reported as one line)."""
+
+
+def train_iterator(config):
+    if config.data.dataset == "synthetic":
+        return synthetic_data.SyntheticIterator(config, jax.process_index(), jax.process_count())
+    from bert_vs_transformer import data  # tfds / grain only when real data is used
+
+    return data.train_iterator(config, process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def eval_batches(config, split: str) -> Iterable[dict[str, np.ndarray]]:
+    """Global evaluation batches (every process reads the same ones and keeps its rows)."""
+    if config.data.dataset == "synthetic":
+        return synthetic_data.eval_batches(config)
+    from bert_vs_transformer import data
+
+    return data.eval_batches(config, split)
+
+
+def _local_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    n = batch[next(iter(batch))].shape[0] // jax.process_count()
+    lo = jax.process_index() * n
+    return {k: v[lo: lo + n] for k, v in batch.items()}
+
+
+class _Preemption:
+    """SIGTERM/SIGINT set a flag; the loop finishes the current step, saves and exits."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        logging.warning("received signal %d: saving a checkpoint after this step", signum)
+        self.requested = True
+
+    def should_stop(self) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def validate(config, mesh) -> None:
+    """Checks that fail fast, before compilation, each naming the offending field."""
+    partitioning.check_batch_size(int(config.data.batch_size), mesh)
+    accum = int(config.get("grad_accum_steps", 1))
+    per_dp = int(config.data.batch_size) // partitioning.data_parallel_size(mesh)
+    if accum < 1 or int(config.data.batch_size) % accum or (accum > 1 and per_dp % accum):
+        raise ConfigError(
+            f"config.grad_accum_steps={accum} must divide the per-data-parallel-shard batch "
+            f"{per_dp} (config.data.batch_size={config.data.batch_size})"
+        )
+    for field in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+        if int(config.get(field, 0)) <= 0:
+            raise ConfigError(f"config.{field} must be a positive integer, got {config.get(field)!r}")
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+    """Runs config in workdir (resuming from its latest checkpoint); returns the last metrics."""
+    try:
+        mesh = partitioning.make_mesh(config.mesh)
+        validate(config, mesh)
+        task = tasks.get_task(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    is_main = jax.process_index() == 0
+    ckpt = checkpoints.Checkpointer(workdir, keep=int(config.get("keep_checkpoints", 3)),
+                                    async_save=bool(config.get("async_checkpointing", True)))
+    latest = ckpt.latest_step()
+    if latest is not None:
+        saved = ckpt.saved_config(latest)
+        if saved is not None:
+            problems = checkpoints.model_mismatch(saved, config.to_dict())
+            if problems:
+                raise ConfigError(
+                    f"workdir {workdir} holds a checkpoint (step {latest}) of a different model: "
+                    + "; ".join(problems[:4])
+                )
+
+    batch_size = int(config.data.batch_size)
+    tx, schedule = optim.make_optimizer(config.optimizer, int(config.model.d_model), int(config.num_train_steps))
+    abstract, shardings = train_step.abstract_state(task, tx, batch_size, int(config.seed), mesh)
+    data_iter = train_iterator(config)
+    logger = run_logging.MetricsLogger(workdir, enabled=is_main)
+    if latest is not None:
+        state, data_state = ckpt.restore(latest, abstract)
+        if data_state:
+            data_iter.set_state(data_state)
+        logger.truncate_after(latest)
+        logging.info("resumed from step %d", latest)
+    else:
+        state, _ = train_step.init_state(task, tx, batch_size, int(config.seed), mesh)
+
+    step_fn = train_step.compile_train_step(
+        train_step.make_train_step(task, tx, schedule, int(config.get("grad_accum_steps", 1))), shardings, mesh
+    )
+    eval_fn = _compile_eval(task, shardings.params, mesh)
+    rng = jax.random.PRNGKey(int(config.seed) + 1)
+    flops_per_step = flops.step_flops(config, batch_size)
+    peak = flops.peak_flops_per_device(config.get("peak_flops_per_device") or None)
+
+    step = int(jax.device_get(state.step))
+    total = int(config.num_train_steps)
+    progress = run_logging.Progress(total, step)
+    preemption = _Preemption()
+    pending: list[tuple[int, dict]] = []
+    last: dict[str, Any] = {}
+    window_start, window_steps = time.time(), 0
+    try:
+        while step < total:
+            batch = partitioning.global_batch_from_local(next(data_iter), mesh)
+            state, metrics = step_fn(state, batch, rng)
+            step += 1
+            window_steps += 1
+            pending.append((step, metrics))
+            stop = preemption.should_stop()
+            if step % int(config.log_every_steps) == 0 or step == total or stop:
+                jax.block_until_ready(metrics)  # the window's compute, not just its dispatch
+                elapsed = time.time() - window_start
+                last = _flush(pending, elapsed, window_steps, flops_per_step, peak, jax.device_count())
+                logger.write(step, last)
+                if is_main:
+                    logging.info(progress.line(step, last))
+                pending, window_start, window_steps = [], time.time(), 0
+            if step % int(config.eval_every_steps) == 0 or step == total:
+                _check_finite(pending)
+                ev = evaluate(config, task, eval_fn, state.params, mesh)
+                logger.write(step, ev)
+                last.update(ev)
+                if is_main:
+                    logging.info("eval at step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in ev.items()))
+                window_start = time.time()
+            if step % int(config.checkpoint_every_steps) == 0 or step == total or stop:
+                _check_finite(pending)
+                ckpt.save(step, state, data_iter.get_state(), config.to_dict())
+                window_start = time.time()  # throughput excludes eval and checkpoint time
+            if stop:
+                logging.warning("stopping at step %d after a preemption signal", step)
+                break
+    finally:
+        ckpt.close()
+        logger.close()
+        preemption.restore()
+    return last
+
+
+def _check_finite(pending) -> None:
+    for s, m in pending:
+        loss = float(jax.device_get(m["loss"]))
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss} at step {s}; the last good checkpoint is kept")
+
+
+def _flush(pending, elapsed, steps, flops_per_step, peak, num_devices) -> dict[str, Any]:
+    """Mean loss over the window (and the NaN check), throughput and MFU."""
+    host = [(s, jax.device_get(m)) for s, m in pending]
+    for s, m in host:
+        if not np.isfinite(m["loss"]):
+            raise FloatingPointError(f"non-finite loss {float(m['loss'])} at step {s}; the last good checkpoint is kept")
+    losses = [float(m["loss"]) for _, m in host]
+    tokens = sum(float(m["tokens"]) for _, m in host)
+    steps_per_s = steps / max(elapsed, 1e-9)
+    out = {
+        "loss": float(np.mean(losses)),
+        "learning_rate": float(host[-1][1]["learning_rate"]),
+        "grad_norm": float(host[-1][1]["grad_norm"]),
+        "steps_per_s": steps_per_s,
+        "tokens_per_s": tokens / max(elapsed, 1e-9),
+        "mfu": flops.mfu(flops_per_step, steps_per_s, num_devices, peak) if peak else None,
+    }
+    return out
+
+
+def _compile_eval(task, param_shardings, mesh):
+    replicated = NamedSharding(mesh, P())
+    fn = jax.jit(
+        lambda params, batch: task.loss(params, batch, task.normalizers(batch), None, deterministic=True)[1],
+        in_shardings=(param_shardings, partitioning.batch_sharding(mesh)),
+        out_shardings=replicated,
+    )
+
+    def run(params, batch):
+        with partitioning.activate(mesh):
+            return fn(params, batch)
+
+    return run
+
+
+def evaluate(config, task, eval_fn, params, mesh, split: str | None = None) -> dict[str, float]:
+    """Sums the task's metric sums over the eval split; returns eval_<name> metrics."""
+    split = split or config.data.get("eval_split", "validation")
+    totals: dict[str, float] = {}
+    for batch in eval_batches(config, split):
+        gbatch = partitioning.global_batch_from_local(_local_rows(batch), mesh)
+        sums = jax.device_get(eval_fn(params, gbatch))
+        for k, v in sums.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    if not totals:
+        return {}
+    return {f"eval_{k}": v for k, v in task.summarize(totals).items()}
