@@ -55,9 +55,23 @@ def main(argv):
         sys.exit(2)
 
 
+def _parse_flags(argv):
+    """absl's flag parsing, with config-override mistakes reported as one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # raised by config_flags overrides
+        bad = [a for a in argv[1:] if a.startswith("--config.")]
+        detail = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "")
+        print(f"error: bad config override among {bad}: no such field or wrong type: {detail}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run():
     """Console-script entry point."""
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

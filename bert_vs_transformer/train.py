@@ -122,6 +122,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         train_step.make_train_step(task, tx, schedule, int(config.get("grad_accum_steps", 1))), shardings, mesh
     )
     eval_fn = _compile_eval(task, shardings.params, mesh)
+    finite_fn = jax.jit(train_step.all_finite)
     rng = jax.random.PRNGKey(int(config.seed) + 1)
     flops_per_step = flops.step_flops(config, batch_size)
     peak = flops.peak_flops_per_device(config.get("peak_flops_per_device") or None)
@@ -159,6 +160,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 window_start = time.time()
             if step % int(config.checkpoint_every_steps) == 0 or step == total or stop:
                 _check_finite(pending)
+                if not bool(finite_fn(state.params)):
+                    raise FloatingPointError(
+                        f"non-finite parameters after step {step}; not saved, the last good checkpoint "
+                        f"(step {ckpt.latest_step()}) is kept"
+                    )
                 ckpt.save(step, state, data_iter.get_state(), config.to_dict())
                 window_start = time.time()  # throughput excludes eval and checkpoint time
             if stop:
@@ -172,18 +178,20 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
 
 def _check_finite(pending) -> None:
+    """Raises at the first step whose loss or gradient norm is NaN/Inf."""
     for s, m in pending:
-        loss = float(jax.device_get(m["loss"]))
+        loss, grad_norm = (float(x) for x in jax.device_get((m["loss"], m["grad_norm"])))
         if not np.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss} at step {s}; the last good checkpoint is kept")
+        if not np.isfinite(grad_norm):
+            raise FloatingPointError(f"non-finite gradient norm {grad_norm} at step {s} (loss {loss}); "
+                                     "the last good checkpoint is kept")
 
 
 def _flush(pending, elapsed, steps, flops_per_step, peak, num_devices) -> dict[str, Any]:
     """Mean loss over the window (and the NaN check), throughput and MFU."""
+    _check_finite(pending)
     host = [(s, jax.device_get(m)) for s, m in pending]
-    for s, m in host:
-        if not np.isfinite(m["loss"]):
-            raise FloatingPointError(f"non-finite loss {float(m['loss'])} at step {s}; the last good checkpoint is kept")
     losses = [float(m["loss"]) for _, m in host]
     tokens = sum(float(m["tokens"]) for _, m in host)
     steps_per_s = steps / max(elapsed, 1e-9)

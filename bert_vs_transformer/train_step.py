@@ -108,13 +108,24 @@ def make_train_step(task: Task, tx, schedule, grad_accum_steps: int = 1):
         metrics = {
             "loss": loss,
             "learning_rate": schedule(state.step),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": _global_norm(grads),
             "tokens": task.tokens(batch).astype(jnp.float32),
             **sums,
         }
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
+
+
+def _global_norm(tree):
+    norm = getattr(getattr(optax, "tree", None), "norm", None)  # optax >= 0.2.5
+    return norm(tree) if norm is not None else optax.global_norm(tree)
+
+
+def all_finite(tree) -> jax.Array:
+    """One boolean: every element of every leaf is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def compile_train_step(step_fn, state_shardings, mesh: Mesh, donate: bool = True):

@@ -1,0 +1,188 @@
+"""The training entry point end to end (subprocesses, 8 simulated CPU devices, synthetic data):
+resume after SIGTERM and after kill -9 reproduces the uninterrupted run's losses, two processes
+on localhost match one process, and bad input fails fast with a one-line error naming the field."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bert_vs_transformer.config_args import REPO_ROOT
+
+TINY = [
+    "--config=configs/transformer.py:tiny",
+    "--config.data.dataset=synthetic",
+    "--config.data.batch_size=16",
+    "--config.data.max_len=12",
+    "--config.model.vocab_size=96",
+    "--config.model.d_model=32",
+    "--config.model.d_ff=64",
+    "--config.log_every_steps=1",
+]
+STEPS = 14
+
+
+def _env(devices=8, **extra):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices))
+    env.setdefault("BVT_JAX_CACHE_DIR", os.path.join(REPO_ROOT, ".jax_cache"))
+    env["JAX_COMPILATION_CACHE_DIR"] = env["BVT_JAX_CACHE_DIR"]
+    env.update(extra)
+    return env
+
+
+def _cmd(workdir, *overrides, steps=STEPS, ckpt_every=5):
+    return [sys.executable, "-m", "bert_vs_transformer.main", f"--workdir={workdir}", *TINY,
+            f"--config.num_train_steps={steps}", f"--config.eval_every_steps={steps}",
+            f"--config.checkpoint_every_steps={ckpt_every}", *overrides]
+
+
+def _run(cmd, env=None, timeout=300):
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=env or _env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _losses(workdir):
+    out = {}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if "loss" in r:
+                assert r["step"] not in out, f"step {r['step']} logged twice"
+                out[r["step"]] = r["loss"]
+    return out
+
+
+def _wait_for(predicate, proc, timeout=240):
+    t0 = time.time()
+    while not predicate():
+        assert proc.poll() is None, f"run ended early:\n{proc.stderr.read()[-3000:]}"
+        assert time.time() - t0 < timeout, "timed out waiting"
+        time.sleep(0.05)
+
+
+def _logged_steps(workdir):
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for line in f if '"loss"' in line)
+
+
+def _complete_checkpoints(workdir):
+    d = os.path.join(workdir, "checkpoints")
+    return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    proc = _run(_cmd(workdir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = _losses(workdir)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    return losses
+
+
+def test_sigterm_then_rerun_matches_uninterrupted(reference, tmp_path):
+    workdir = str(tmp_path)
+    proc = subprocess.Popen(_cmd(workdir), cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: _logged_steps(workdir) >= 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    k = max(_losses(workdir))
+    assert k < STEPS, "the signal arrived after the run finished; nothing was tested"
+    assert _complete_checkpoints(workdir)[-1] == k, "no checkpoint at the preempted step"
+
+    rerun = _run(_cmd(workdir))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed from step {k}" in rerun.stderr
+    losses = _losses(workdir)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    for s in range(k + 1, STEPS + 1):
+        assert losses[s] == reference[s], (s, losses[s], reference[s])  # exactly: same data, same params
+
+
+def test_kill9_during_checkpointing_resumes_from_last_complete(reference, tmp_path):
+    workdir = str(tmp_path)
+    proc = subprocess.Popen(_cmd(workdir, ckpt_every=1), cwd=REPO_ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(_complete_checkpoints(workdir)) >= 2, proc)
+    proc.kill()  # SIGKILL, most likely while an asynchronous save is in flight
+    proc.wait(timeout=60)
+    complete = _complete_checkpoints(workdir)
+    # Make sure a half-written checkpoint is present, as a kill mid-write leaves one.
+    partial = os.path.join(workdir, "checkpoints", f"{complete[-1] + 1}.orbax-checkpoint-tmp")
+    os.makedirs(os.path.join(partial, "state"), exist_ok=True)
+    with open(os.path.join(partial, "state", "partial"), "w") as f:
+        f.write("interrupted")
+
+    rerun = _run(_cmd(workdir, ckpt_every=1))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed from step {complete[-1]}" in rerun.stderr
+    losses = _losses(workdir)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    assert all(losses[s] == reference[s] for s in range(complete[-1] + 1, STEPS + 1))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path):
+    steps = 5
+    single = str(tmp_path / "single")
+    proc = _run(_cmd(single, steps=steps))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    multi = str(tmp_path / "multi")
+    port = _free_port()
+    env = _env(devices=4, JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+    procs = [
+        subprocess.Popen(
+            _cmd(multi, f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
+                 steps=steps),
+            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    one, two = _losses(single), _losses(multi)
+    assert sorted(two) == list(range(1, steps + 1))
+    for s in one:
+        assert abs(one[s] - two[s]) <= 1e-5, (s, one[s], two[s])
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["--config.not_a_field=3"], "not_a_field"),
+        (["--config.mesh.data=3"], "config.mesh"),
+        (["--config.data.batch_size=12"], "config.data.batch_size=12"),
+    ],
+)
+def test_bad_config_fails_fast_with_one_line(tmp_path, overrides, expected):
+    proc = _run(_cmd(str(tmp_path), *overrides), timeout=120)
+    assert proc.returncode != 0
+    error_lines = [line for line in proc.stderr.splitlines() if expected in line]
+    assert error_lines, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints", "1"))
+
+
+def test_workdir_of_a_different_model_is_refused(tmp_path):
+    workdir = str(tmp_path)
+    first = _run(_cmd(workdir, steps=1, ckpt_every=1))
+    assert first.returncode == 0, first.stderr[-3000:]
+    proc = _run(_cmd(workdir, "--config.model.d_model=48", steps=2), timeout=120)
+    assert proc.returncode != 0
+    assert "different model" in proc.stderr and "model.d_model" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
