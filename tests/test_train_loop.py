@@ -186,3 +186,45 @@ def test_workdir_of_a_different_model_is_refused(tmp_path):
     assert proc.returncode != 0
     assert "different model" in proc.stderr and "model.d_model" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def _read_tensorboard_scalars(directory):
+    """Parses TFRecord-framed Event protos (no TensorFlow): {tag: [(step, value)]}."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for name in os.listdir(directory):
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos: pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12: pos + 12 + length])
+            pos += 12 + length + 4
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
+
+
+def test_classification_run_writes_metrics_and_tensorboard(tmp_path):
+    workdir = str(tmp_path)
+    cmd = [sys.executable, "-m", "bert_vs_transformer.main", f"--workdir={workdir}",
+           "--config=configs/bert.py:tiny", "--config.task=classification", "--config.data.dataset=synthetic",
+           "--config.data.batch_size=16", "--config.data.max_seq_len=16", "--config.model.vocab_size=64",
+           "--config.num_train_steps=4", "--config.log_every_steps=2", "--config.eval_every_steps=4",
+           "--config.checkpoint_every_steps=4"]
+    proc = _run(cmd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    train = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train] == [2, 4]
+    for r in train:
+        assert {"learning_rate", "steps_per_s", "tokens_per_s", "mfu"} <= set(r)
+    assert any("eval_accuracy" in r for r in records)
+    scalars = _read_tensorboard_scalars(os.path.join(workdir, "tensorboard"))
+    assert [s for s, _ in scalars["loss"]] == [2, 4]
+    assert abs(scalars["loss"][0][1] - train[0]["loss"]) < 1e-5
+    assert "step 4/4" in proc.stderr and "tok/s" in proc.stderr and "ETA" in proc.stderr
