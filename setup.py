@@ -20,6 +20,14 @@ setup(
         "absl-py",
         "numpy",
         "safetensors",
+        "tensorboardX",  # TensorBoard event files without TensorFlow
+        # Data (imported lazily: the benchmark and the models run without them).
+        "tensorflow-datasets",
+        "grain",
+        "array-record",
+        "sentencepiece",
+        "tokenizers",
+        "sacrebleu",
     ],
     extras_require={
         "test": ["pytest", "hypothesis"],

@@ -73,9 +73,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.grad_clip_norm = 0.0  # 0 disables
 
     config.data = d = ml_collections.ConfigDict()
-    d.dataset = "multi30k"
-    d.source_lang = "en"
-    d.target_lang = "de"
+    d.dataset = "multi30k"  # a bert_vs_transformer.data.builders.REGISTRY name
+    d.source_lang = "en"  # inputs (encoder side)
+    d.target_lang = "de"  # targets (decoder side)
     d.max_len = 128  # tokens per side
-    d.batch_size = 64 if args["variant"] == "tiny" else 128  # sentence pairs per step
+    d.batch_size = 64 if args["variant"] == "tiny" else 128  # sentence pairs per step (rows when packed)
+    d.eval_batch_size = 0  # sentence pairs per eval batch; 0 = batch_size
+    d.length_buckets = (32, 48, 64)  # pad each batch to the first of these >= its longest row, else max_len
+    d.overlong = "truncate"  # pairs longer than max_len: "truncate" (EOS kept) or "drop" (training only)
+    d.pack = False  # T5-style packing of several pairs per max_len row (+ *_segmentation, *_positions)
+    d.tfds_data_dir = ""  # generated tfds datasets; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    d.cache_dir = ""  # trained tokenizers; "" = $BVT_CACHE_DIR or <tfds data dir>/bvt_cache
+    d.num_threads = 2  # grain threads preparing batches ahead (0 = in the training thread)
     return config

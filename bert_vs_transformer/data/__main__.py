@@ -1,0 +1,155 @@
+"""Inspect a dataset: `python -m bert_vs_transformer.data --dataset=multi30k --split=train --show=3`.
+
+Generates the tfds dataset if needed (from $BVT_DATA_DIR, else by download), prints `--show`
+examples with their tokens, and as its last line one JSON object: num_examples, token-length
+statistics per text field (with the tokenizer the models use: the shared SentencePiece model for
+translation datasets, including EOS; uncased WordPiece for the others, without [CLS]/[SEP]),
+whitespace-word statistics, labels and the lines the generator skipped.
+
+Flags: --config (take dataset, tokenizer and data dirs from a training config, e.g.
+configs/transformer.py:tiny), --vocab_size (SentencePiece pieces, default 8000), --vocab_path
+(WordPiece vocab.txt; default BERT's uncased vocab), --tfds_data_dir.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+from absl import app, flags
+
+flags.DEFINE_string("dataset", None, "dataset name (see bert_vs_transformer.data.builders.REGISTRY)")
+flags.DEFINE_string("split", "train", "split (train, validation / val / dev, test)")
+flags.DEFINE_integer("show", 3, "examples to print")
+flags.DEFINE_string("config", None, "optional training config (path[:arg]) giving dataset and tokenizer")
+flags.DEFINE_integer("vocab_size", 8000, "SentencePiece vocabulary size (translation datasets)")
+flags.DEFINE_string("vocab_path", "", "WordPiece vocab.txt (other datasets); default BERT uncased")
+flags.DEFINE_string("tfds_data_dir", "", "tfds data dir; default $TFDS_DATA_DIR or ~/tensorflow_datasets")
+FLAGS = flags.FLAGS
+
+
+def _stats(lengths) -> dict:
+    x = np.asarray(lengths, np.float64)
+    if x.size == 0:
+        return {"count": 0}
+    num = int if np.all(x == np.round(x)) else (lambda v: round(float(v), 3))
+    return {
+        "count": int(x.size), "total": num(x.sum()), "min": num(x.min()), "mean": round(float(x.mean()), 3),
+        "p50": round(float(np.percentile(x, 50)), 3), "p95": round(float(np.percentile(x, 95)), 3),
+        "p99": round(float(np.percentile(x, 99)), 3), "max": num(x.max()),
+    }
+
+
+def _config():
+    import ml_collections
+
+    from bert_vs_transformer import config_args
+    from bert_vs_transformer.data import builders
+
+    if FLAGS.config:
+        cfg = config_args.load(FLAGS.config)
+        if FLAGS.dataset:
+            cfg.data.dataset = FLAGS.dataset
+    else:
+        if not FLAGS.dataset:
+            raise app.UsageError("--dataset is required (or --config)")
+        spec = builders.spec(FLAGS.dataset)
+        cfg = ml_collections.ConfigDict()
+        cfg.seed = 0
+        cfg.model = ml_collections.ConfigDict({"vocab_size": FLAGS.vocab_size})
+        cfg.data = ml_collections.ConfigDict({"dataset": FLAGS.dataset})
+        if spec.kind == "translation":
+            cfg.task = "translation"
+            cfg.data.source_lang, cfg.data.target_lang = spec.fields[0], spec.fields[1]
+        else:
+            cfg.task = "classification"
+            cfg.data.vocab_path = FLAGS.vocab_path
+    if FLAGS.tfds_data_dir:
+        cfg.data.tfds_data_dir = FLAGS.tfds_data_dir
+    return cfg
+
+
+def main(argv):
+    del argv
+    from bert_vs_transformer.data import builders, pipelines
+
+    cfg = _config()
+    spec = builders.spec(cfg.data.dataset)
+    split = builders.canonical_split(FLAGS.split)
+    records = pipelines.split_records(cfg, split)
+    tok = pipelines.translation_tokenizer(cfg) if spec.kind == "translation" else pipelines.wordpiece_tokenizer(cfg)
+    add = {"add_eos": True} if spec.kind == "translation" else {}
+
+    tokens: dict[str, list[int]] = {}
+    words: dict[str, list[int]] = {}
+    encoded_examples = []
+    for field in spec.fields:
+        if field == "sentences":  # documents of the pretraining corpus
+            sents = [s.decode("utf-8") for r in records for s in r[field]]
+            ids = tok.encode_batch(sents, **add)
+            tokens["sentence"] = [len(x) for x in ids]
+            words["sentence"] = [len(s.split()) for s in sents]
+            per_doc, k = [], 0
+            for r in records:
+                n = len(r[field])
+                per_doc.append(sum(tokens["sentence"][k: k + n]))
+                k += n
+            tokens["document"] = per_doc
+            words["document_sentences"] = [len(r[field]) for r in records]
+            encoded_examples = [None] * len(records)
+            continue
+        texts = [r[field].decode("utf-8") for r in records]
+        ids = tok.encode_batch(texts, **add)
+        tokens[field] = [len(x) for x in ids]
+        words[field] = [len(t.split()) for t in texts]
+        if not encoded_examples:
+            encoded_examples = [{} for _ in records]
+        for e, x in zip(encoded_examples, ids):
+            e[field] = x
+
+    for i, r in enumerate(records[: FLAGS.show]):
+        print(f"--- example {i} (idx {int(r['idx'])})")
+        for k, v in r.items():
+            if k == "idx":
+                continue
+            if k == "sentences":
+                for j, s in enumerate(v):
+                    print(f"  sentence {j}: {s.decode('utf-8')}")
+                continue
+            text = v.decode("utf-8") if isinstance(v, bytes) else v
+            print(f"  {k}: {text}")
+            e = encoded_examples[i]
+            if e and k in e:
+                pieces = [tok.id_to_piece(t) if hasattr(tok, "id_to_piece") else tok.id_to_token(t) for t in e[k]]
+                print(f"  {k} tokens ({len(pieces)}): {' '.join(pieces)}")
+                print(f"  {k} decoded: {tok.decode(e[k])}")
+
+    summary = {
+        "dataset": cfg.data.dataset,
+        "tfds_name": spec.tfds_name,
+        "split": split,
+        "num_examples": len(records),
+        "tokenizer": repr(tok),
+        "token_lengths": {k: _stats(v) for k, v in tokens.items()},
+        "word_lengths": {k: _stats(v) for k, v in words.items()},
+    }
+    if records and "label" in records[0]:
+        labels = [r["label"] for r in records]
+        if np.asarray(labels).dtype.kind == "f":
+            summary["labels"] = _stats(labels)
+        else:
+            values, counts = np.unique(np.asarray(labels), return_counts=True)
+            summary["labels"] = {str(int(v)): int(c) for v, c in zip(values, counts)}
+    if records and "source" in records[0]:
+        values, counts = np.unique([r["source"].decode() for r in records], return_counts=True)
+        summary["sources"] = {str(v): int(c) for v, c in zip(values, counts)}
+    b = builders.builder(cfg.data.dataset, cfg.data.get("tfds_data_dir", None) or None)
+    meta = dict(b.info.metadata or {})
+    summary["read_stats"] = {k.split("/", 2)[2]: v for k, v in meta.items() if k.startswith(f"read_stats/{split}/")}
+    sys.stdout.flush()
+    print(json.dumps(summary, sort_keys=False))
+
+
+if __name__ == "__main__":
+    app.run(main)
