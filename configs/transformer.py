@@ -10,7 +10,7 @@ from bert_vs_transformer import config_args
 
 # Table 3 of the paper: N, d_model, d_ff, h, P_drop. (d_k = d_v = d_model / h.)
 VARIANTS = {
-    "tiny": dict(num_layers=2, d_model=64, d_ff=256, num_heads=4, dropout=0.1, vocab_size=8000),
+    "tiny": dict(num_layers=2, d_model=64, d_ff=256, num_heads=4, dropout=0.1, vocab_size=4000),
     "base": dict(num_layers=6, d_model=512, d_ff=2048, num_heads=8, dropout=0.1, vocab_size=37000),
     "big": dict(num_layers=6, d_model=1024, d_ff=4096, num_heads=16, dropout=0.3, vocab_size=37000),
 }
@@ -27,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model_family = "transformer"  # which model class the config builds
     config.variant = args["variant"]
     config.seed = 0  # parameter init, dropout and data order
-    config.num_train_steps = {"tiny": 300, "base": 100_000, "big": 300_000}[args["variant"]]  # Sec. 5.2
+    config.num_train_steps = {"tiny": 200, "base": 100_000, "big": 300_000}[args["variant"]]  # Sec. 5.2
     config.log_every_steps = 10 if args["variant"] == "tiny" else 100
     config.eval_every_steps = 100 if args["variant"] == "tiny" else 5_000
     config.checkpoint_every_steps = 100 if args["variant"] == "tiny" else 5_000
@@ -77,7 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.source_lang = "en"  # inputs (encoder side)
     d.target_lang = "de"  # targets (decoder side)
     d.max_len = 128  # tokens per side
-    d.batch_size = 64 if args["variant"] == "tiny" else 128  # sentence pairs per step (rows when packed)
+    d.batch_size = 32 if args["variant"] == "tiny" else 128  # sentence pairs per step (rows when packed)
     d.eval_batch_size = 0  # sentence pairs per eval batch; 0 = batch_size
     d.length_buckets = (32, 48, 64)  # pad each batch to the first of these >= its longest row, else max_len
     d.overlong = "truncate"  # pairs longer than max_len: "truncate" (EOS kept) or "drop" (training only)

@@ -228,3 +228,49 @@ def test_classification_run_writes_metrics_and_tensorboard(tmp_path):
     assert [s for s, _ in scalars["loss"]] == [2, 4]
     assert abs(scalars["loss"][0][1] - train[0]["loss"]) < 1e-5
     assert "step 4/4" in proc.stderr and "tok/s" in proc.stderr and "ETA" in proc.stderr
+
+
+def test_nan_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(devices, tmp_path, monkeypatch):
+    """An update that poisons the parameters at step 5 (its loss is still finite) must not be
+    saved; the loss of step 6 is NaN and the run stops naming it; step 4's checkpoint remains."""
+    import jax.numpy as jnp
+    import optax
+
+    from bert_vs_transformer import config_args, optim, train
+
+    real = optim.make_optimizer
+
+    def poisoned(opt, d_model, steps):
+        tx, schedule = real(opt, d_model, steps)
+        poison = optax.scale_by_schedule(lambda count: jnp.where(count == 4, jnp.nan, 1.0))
+        return optax.chain(tx, poison), schedule
+
+    monkeypatch.setattr(optim, "make_optimizer", poisoned)
+    config = config_args.load("configs/transformer.py:tiny")
+    config.data.dataset = "synthetic"
+    config.data.batch_size, config.data.max_len = 8, 8
+    config.model.vocab_size, config.model.d_model, config.model.d_ff = 64, 32, 64
+    config.num_train_steps, config.log_every_steps = 12, 3
+    config.eval_every_steps, config.checkpoint_every_steps = 100, 2
+    with pytest.raises(FloatingPointError, match=r"after step 6|at step 6") as err:
+        train.train_and_evaluate(config, str(tmp_path))
+    assert _complete_checkpoints(str(tmp_path))[-1] == 4, err.value
+
+
+def test_tiny_multi30k_trains_on_real_data(tmp_path):
+    """The README's quick start, shortened: configs/transformer.py:tiny on the real Multi30k."""
+    data_dir = os.environ.get("BVT_DATA_DIR")
+    assert data_dir, "set BVT_DATA_DIR to the shared datasets (CI: ../shared/data)"
+    workdir = str(tmp_path / "run")
+    env = _env(devices=1, BVT_DATA_DIR=os.path.abspath(data_dir), TFDS_DATA_DIR=str(tmp_path / "tfds"))
+    cmd = [sys.executable, "-m", "bert_vs_transformer.main", "--config=configs/transformer.py:tiny",
+           f"--workdir={workdir}", "--config.num_train_steps=40", "--config.log_every_steps=10",
+           "--config.eval_every_steps=40", "--config.checkpoint_every_steps=40"]
+    proc = _run(cmd, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 4 and losses[-1] < losses[0] - 0.5, losses
+    ev = [r for r in records if "eval_nll" in r]
+    assert ev and ev[-1]["eval_nll"] < 7.0, ev
