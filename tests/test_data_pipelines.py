@@ -47,7 +47,7 @@ def test_sentencepiece_ids_and_cache(tfds_dir):  # noqa: F811
         raise AssertionError("trained again despite the cache")
 
     again = sentencepiece_tokenizer.train_or_load(
-        no_training, vocab_size=8000, cache_key=_spm_key(cfg), cache_dir=sentencepiece_tokenizer.default_cache_dir(tfds_dir))
+        no_training, vocab_size=cfg.model.vocab_size, cache_key=_spm_key(cfg), cache_dir=sentencepiece_tokenizer.default_cache_dir(tfds_dir))
     assert again.model_path == tok.model_path
     assert again.encode("A dog runs.") == tok.encode("A dog runs.")
 
