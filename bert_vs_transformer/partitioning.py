@@ -128,6 +128,11 @@ def global_batch_from_local(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -
     }
 
 
+# Environment variables by which jax.distributed recognises a cluster it can auto-configure.
+CLUSTER_ENV_VARS = ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "TPU_WORKER_ID", "CLOUD_TPU_TASK_ID",
+                    "MEGASCALE_COORDINATOR_ADDRESS")
+
+
 def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
@@ -139,7 +144,7 @@ def initialize_distributed(
     Single-process runs (no flags and no cluster environment) are left alone.
     """
     explicit = coordinator_address is not None
-    on_cluster = any(k in os.environ for k in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"))
+    on_cluster = any(k in os.environ for k in CLUSTER_ENV_VARS)
     if not explicit and not on_cluster:
         return
     kwargs = {}
