@@ -43,6 +43,8 @@ setup(
     entry_points={
         "console_scripts": [
             "bvt-compare=bert_vs_transformer.compare:run",
+            "bvt-train=bert_vs_transformer.main:run",
+            "bvt-translate=bert_vs_transformer.translate:run",
         ],
     },
 )

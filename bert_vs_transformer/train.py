@@ -12,7 +12,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bert_vs_transformer import checkpoints, flops, optim, partitioning, run_logging, synthetic_data, tasks, train_step
+from bert_vs_transformer import (checkpoints, flops, optim, partitioning, run_logging, synthetic_data, tasks,
+                                 train_step, translation_eval)
 
 
 class ConfigError(ValueError):
@@ -153,6 +154,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             if step % int(config.eval_every_steps) == 0 or step == total:
                 _check_finite(pending)
                 ev = evaluate(config, task, eval_fn, state.params, mesh)
+                ev.update(translation_eval.eval_metrics(config, state.params))  # BLEU; {} for other tasks
                 logger.write(step, ev)
                 last.update(ev)
                 if is_main:

@@ -39,6 +39,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every_steps = 100 if args["variant"] == "tiny" else (500 if small else 5_000)
     config.checkpoint_every_steps = 100 if args["variant"] == "tiny" else (500 if small else 5_000)
     config.label_smoothing = 0.1  # epsilon_ls (Sec. 5.4)
+    config.keep_checkpoints = 5  # the last 5 are averaged for the final model (Sec. 6.1)
+    config.eval_bleu = True  # sacreBLEU on the eval split at every evaluation (translation only)
+    config.eval_bleu_split = ""  # "" = data.eval_split, else validation
+    config.eval_bleu_beam_size = 0  # 0 = greedy during training; the final test score uses beam 4
+    config.eval_bleu_alpha = 0.6  # length penalty (Sec. 6.1)
+    config.eval_bleu_max_examples = 0  # 0 = the whole split
+    config.eval_bleu_batch_size = 0  # 0 = data.eval_batch_size or batch_size
     config.grad_accum_steps = 1  # microbatches per step (the same update as the full batch)
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1 fills the devices
 
