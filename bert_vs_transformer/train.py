@@ -108,7 +108,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     batch_size = int(config.data.batch_size)
     tx, schedule = optim.make_optimizer(config.optimizer, int(config.model.d_model), int(config.num_train_steps))
     abstract, shardings = train_step.abstract_state(task, tx, batch_size, int(config.seed), mesh)
-    data_iter = train_iterator(config)
+    try:
+        data_iter = train_iterator(config)
+    except ValueError as e:  # e.g. model.vocab_size disagreeing with the tokenizer
+        raise ConfigError(str(e)) from None
     logger = run_logging.MetricsLogger(workdir, enabled=is_main)
     if latest is not None:
         state, data_state = ckpt.restore(latest, abstract)

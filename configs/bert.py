@@ -34,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.seed = 0
     config.num_train_steps = 300 if small else 1_000_000  # BERT A.2: 1M steps
     config.log_every_steps = 10 if small else 100
-    config.eval_every_steps = 100 if small else 10_000
+    config.eval_every_steps = 150 if small else 10_000
     config.checkpoint_every_steps = 100 if small else 10_000
     config.grad_accum_steps = 1  # microbatches per step (the same update as the full batch)
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
@@ -69,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.optimizer = o = ml_collections.ConfigDict()
     o.name = "adamw"  # A.2: Adam with L2 weight decay 0.01, not on LayerNorm or biases
-    o.learning_rate = 1e-4
+    o.learning_rate = 1e-3 if small else 1e-4  # tiny: a CPU demo, learns little at 1e-4 in 300 steps
     o.b1 = 0.9
     o.b2 = 0.999
     o.eps = 1e-6
@@ -79,9 +79,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.grad_clip_norm = 1.0
 
     config.data = d = ml_collections.ConfigDict()
-    d.dataset = "pretraining_corpus"
-    d.max_seq_len = 128  # 90% of steps at 128, the rest at 512 (A.2)
-    d.max_predictions_per_seq = 20
-    d.masked_lm_prob = 0.15
+    d.dataset = "pretraining_corpus"  # documents of bvt_pretraining_corpus (raw files from $BVT_DATA_DIR)
+    d.vocab = ""  # vocab.txt; "" = BERT uncased (30,522); "train:<n>" = learn one (model.vocab_size = its size)
+    d.lowercase = True  # uncased
+    d.unk_marker = "<unk>"  # the corpus' unknown-word marker (PTB, WikiText-2) becomes [UNK]; "" = tokenize it as text
+    d.max_seq_len = 64 if small else 128  # 90% of steps at 128, the rest at 512 (A.2); tiny: 64 for CPU speed
+    d.max_predictions_per_seq = 10 if small else 20  # ~ masked_lm_prob * max_seq_len (20 at 128, 80 at 512)
+    d.masked_lm_prob = 0.15  # fraction of tokens predicted (80% [MASK], 10% random, 10% kept)
+    d.masking = "static"  # "static": one masking fixed by the seed (Devlin); "dynamic": re-masked every epoch (RoBERTa)
+    d.whole_word_mask = False  # mask all WordPieces of a word together
+    d.short_seq_prob = 0.1  # chunks with a shorter random target length (A.2: 10%)
+    d.dupe_factor = 1 if small else 10  # passes over the documents creating instances (Google's script: 10)
     d.batch_size = 32 if small else 256  # sequences
+    d.train_split = "train"  # documents to pretrain on (and to learn a "train:<size>" vocab from)
+    d.eval_split = "validation"  # held-out documents (PTB valid)
+    d.eval_batch_size = 0  # sequences per eval batch; 0 = batch_size
+    d.eval_seed = 0  # eval instances and masking, fixed whatever the run's seed
+    d.tfds_data_dir = ""  # generated tfds datasets; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    d.cache_dir = ""  # trained vocabs and created instances; "" = $BVT_CACHE_DIR or <tfds data dir>/bvt_cache
+    d.num_threads = 2  # grain threads preparing batches ahead (0 = in the training thread)
     return config

@@ -126,10 +126,11 @@ def test_step_flops_from_configs():
 
     bcfg = config_args.load("configs/bert.py:tiny")
     m = ModelConfig.from_dict(dict(bcfg.model))
-    assert flops.step_flops(bcfg, 4) == flops.bert_step_flops(m, 4, 128, 20)
+    seq, preds = bcfg.data.max_seq_len, bcfg.data.max_predictions_per_seq  # tiny: 64, 10
+    assert flops.step_flops(bcfg, 4) == flops.bert_step_flops(m, 4, seq, preds)
     bcfg.task = "classification"
     bcfg.num_labels = 3
-    assert flops.step_flops(bcfg, 4) == flops.classification_step_flops(m, 4, 128, 3)
+    assert flops.step_flops(bcfg, 4) == flops.classification_step_flops(m, 4, seq, 3)
 
 
 def test_bert_base_magnitude():

@@ -1,4 +1,5 @@
-"""Data: tfds builders for the corpora, tokenizers, grain pipelines (see pipelines.py).
+"""Data: tfds builders for the corpora, tokenizers, grain pipelines (see pipelines.py; BERT
+pretraining, config.task == "pretraining": pretraining_pipeline.py).
 
 The interface the training loop uses (imports tfds/grain only when called):
 

@@ -9,6 +9,11 @@ whitespace-word statistics, labels and the lines the generator skipped.
 Flags: --config (take dataset, tokenizer and data dirs from a training config, e.g.
 configs/transformer.py:tiny), --vocab_size (SentencePiece pieces, default 8000), --vocab_path
 (WordPiece vocab.txt; default BERT's uncased vocab), --tfds_data_dir.
+
+Pretraining corpus: `--masked=N` also prints N masked MLM/NSP instances as the pipeline makes
+them (train split: the run's seed and dupe_factor, first epoch's masking; other splits: the eval
+instances) and adds an `instances` entry to the JSON line (count, NotNext fraction, lengths,
+predictions per instance). Without --config: max_seq_len 128, 20 predictions, static masking.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ flags.DEFINE_string("config", None, "optional training config (path[:arg]) givin
 flags.DEFINE_integer("vocab_size", 8000, "SentencePiece vocabulary size (translation datasets)")
 flags.DEFINE_string("vocab_path", "", "WordPiece vocab.txt (other datasets); default BERT uncased")
 flags.DEFINE_string("tfds_data_dir", "", "tfds data dir; default $TFDS_DATA_DIR or ~/tensorflow_datasets")
+flags.DEFINE_integer("masked", 0, "pretraining corpus: masked MLM/NSP instances to print (and their statistics)")
 FLAGS = flags.FLAGS
 
 
@@ -62,6 +68,9 @@ def _config():
         if spec.kind == "translation":
             cfg.task = "translation"
             cfg.data.source_lang, cfg.data.target_lang = spec.fields[0], spec.fields[1]
+        elif spec.kind == "pretraining":
+            cfg.task = "pretraining"
+            cfg.data.update(vocab=FLAGS.vocab_path, max_seq_len=128, max_predictions_per_seq=20)
         else:
             cfg.task = "classification"
             cfg.data.vocab_path = FLAGS.vocab_path
@@ -78,7 +87,7 @@ def main(argv):
     spec = builders.spec(cfg.data.dataset)
     split = builders.canonical_split(FLAGS.split)
     records = pipelines.split_records(cfg, split)
-    tok = pipelines.translation_tokenizer(cfg) if spec.kind == "translation" else pipelines.wordpiece_tokenizer(cfg)
+    tok = pipelines.tokenizer(cfg)
     add = {"add_eos": True} if spec.kind == "translation" else {}
 
     tokens: dict[str, list[int]] = {}
@@ -144,11 +153,44 @@ def main(argv):
     if records and "source" in records[0]:
         values, counts = np.unique([r["source"].decode() for r in records], return_counts=True)
         summary["sources"] = {str(v): int(c) for v, c in zip(values, counts)}
+    if FLAGS.masked and spec.kind == "pretraining":
+        summary["instances"] = _show_instances(cfg, split, tok, FLAGS.masked)
     b = builders.builder(cfg.data.dataset, cfg.data.get("tfds_data_dir", None) or None)
     meta = dict(b.info.metadata or {})
     summary["read_stats"] = {k.split("/", 2)[2]: v for k, v in meta.items() if k.startswith(f"read_stats/{split}/")}
     sys.stdout.flush()
     print(json.dumps(summary, sort_keys=False))
+
+
+def _show_instances(cfg, split: str, tok, show: int) -> dict:
+    """Prints `show` masked instances of `split` as the pretraining pipeline makes them."""
+    from bert_vs_transformer.data import pipelines
+    from bert_vs_transformer.data import pretraining_pipeline as pp
+
+    d = cfg.data
+    train = split == "train"
+    seed = pipelines._seed(cfg) if train else pp.eval_seed(cfg)
+    source, key = pp.instances(cfg, split, seed=seed, dupe_factor=int(d.get("dupe_factor", 1)) if train else 1,
+                               shuffle=train)
+    masker = pp.masker(cfg, tok)
+    for i in range(min(show, len(source))):
+        ex = masker.for_epoch(source[i], seed, 0, i)
+        n = int(ex["attention_mask"].sum())
+        w = ex["masked_lm_weights"] > 0
+        label = "NotNext" if int(ex["next_sentence_labels"]) else "IsNext"
+        print(f"--- instance {i} ({label}, {n} tokens, {int(w.sum())} predictions)")
+        print("  input: " + " ".join(tok.id_to_token(t) for t in ex["input_ids"][:n]))
+        print("  targets: " + ", ".join(f"{int(p)}:{tok.id_to_token(t)}" for p, t in
+                                        zip(ex["masked_lm_positions"][w], ex["masked_lm_ids"][w])))
+    lengths = np.diff(source.offsets)
+    cand = lengths - 3
+    preds = np.minimum(int(d.max_predictions_per_seq),
+                       np.maximum(1, np.round(cand * float(d.get("masked_lm_prob", 0.15))))).astype(int)
+    return {"cache_key": key, "seed": seed, "num_instances": len(source),
+            "not_next": round(float(np.mean(source.is_random_next)), 4), "tokens": _stats(lengths),
+            "predictions": _stats(preds), "max_seq_len": int(d.max_seq_len),
+            "options": pp.instance_options(cfg, seed=seed, dupe_factor=int(d.get("dupe_factor", 1)) if train else 1,
+                                           shuffle=train)}
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ batch carries `example_weights` (1.0 real, 0.0 padding). Every process gets the 
 batches (the training loop keeps its own rows). Eval never drops examples (over-long ones are
 truncated) and is never packed.
 
-The pretraining task (BERT MLM/NSP) is built in `pretraining_examples.py`; `train_iterator` and
-`eval_batches` call its `train_iterator(config, process_index=, process_count=)` and
-`eval_batches(config, split)` when config.task == "pretraining" (see `_pretraining_module`).
+The pretraining task (BERT MLM/NSP) has its own pipeline in `pretraining_pipeline.py` (same
+order, sharding and state as the unpacked one here); `train_iterator`, `eval_batches` and
+`tokenizer` dispatch to it when config.task == "pretraining".
 """
 
 from __future__ import annotations
@@ -203,7 +203,9 @@ def tokenizer(config):
     """The task's tokenizer: SentencePiece for translation, WordPiece for the BERT tasks."""
     if config.task == "translation":
         return translation_tokenizer(config)
-    if config.task in ("classification", "pretraining"):
+    if config.task == "pretraining":
+        return _pretraining_module().tokenizer(config)
+    if config.task == "classification":
         return wordpiece_tokenizer(config)
     raise ValueError(f"config.task={config.task!r} has no tokenizer")
 
@@ -517,14 +519,7 @@ def raw_examples(config, split: str) -> list[dict[str, Any]]:
 
 
 def _pretraining_module():
-    """Hook for the BERT pretraining pipeline: a module with `train_iterator(config, *,
-    process_index, process_count) -> DataIterator-like` and `eval_batches(config, split)`."""
-    from bert_vs_transformer.data import pretraining_examples as module
+    """The BERT pretraining pipeline (MLM + NSP from the pretraining corpus' documents)."""
+    from bert_vs_transformer.data import pretraining_pipeline
 
-    for name in ("train_iterator", "eval_batches"):
-        if not hasattr(module, name):
-            raise NotImplementedError(
-                f"config.task='pretraining' needs bert_vs_transformer.data.pretraining_examples.{name} "
-                "(not written yet)"
-            )
-    return module
+    return pretraining_pipeline
