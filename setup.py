@@ -30,7 +30,8 @@ setup(
         "sacrebleu",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis"],
+        "test": ["pytest", "hypothesis", "matplotlib"],
+        "experiments": ["matplotlib"],  # experiments.report plots
         # Independent implementations the parity tests compare against. torch is pinned:
         # the CPU wheel of exactly this version installs offline here; others pull CUDA builds.
         "parity": [

@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.vocab_size = 30522  # uncased WordPiece
     m.d_model = hidden  # H
     m.num_heads = heads  # A
-    m.head_dim = None  # H / A = 64
+    m.head_dim = ml_collections.FieldReference(None, field_type=int)  # H / A = 64
     m.d_ff = 4 * hidden  # 4H
     m.num_encoder_layers = num_layers  # L
     m.num_decoder_layers = 0  # encoder only

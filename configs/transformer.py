@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.vocab_size = v["vocab_size"]  # one shared source/target BPE vocabulary (Sec. 5.1)
     m.d_model = v["d_model"]  # model width
     m.num_heads = v["num_heads"]  # h
-    m.head_dim = None  # d_k = d_v; None = d_model / h
+    m.head_dim = ml_collections.FieldReference(None, field_type=int)  # d_k = d_v; None = d_model / h
     m.d_ff = v["d_ff"]  # FFN inner width
     m.num_encoder_layers = v["num_layers"]  # N
     m.num_decoder_layers = v["num_layers"]  # N
