@@ -12,8 +12,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bert_vs_transformer import (checkpoints, flops, optim, partitioning, run_logging, synthetic_data, tasks,
-                                 train_step, translation_eval)
+from bert_vs_transformer import (checkpoints, flops, glue_eval, init_from, optim, partitioning, run_logging,
+                                 synthetic_data, tasks, train_step, translation_eval)
 
 
 class ConfigError(ValueError):
@@ -121,6 +121,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         logging.info("resumed from step %d", latest)
     else:
         state, _ = train_step.init_state(task, tx, batch_size, int(config.seed), mesh)
+        try:  # config.init: a pretrained encoder (params['bert']); the heads stay fresh
+            state = init_from.apply(config, state)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     step_fn = train_step.compile_train_step(
         train_step.make_train_step(task, tx, schedule, int(config.get("grad_accum_steps", 1))), shardings, mesh
@@ -158,6 +162,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 _check_finite(pending)
                 ev = evaluate(config, task, eval_fn, state.params, mesh)
                 ev.update(translation_eval.eval_metrics(config, state.params))  # BLEU; {} for other tasks
+                ev.update(glue_eval.eval_metrics(config, task, state.params, mesh))  # GLUE dev; {} for other tasks
                 logger.write(step, ev)
                 last.update(ev)
                 if is_main:

@@ -1,0 +1,151 @@
+"""Write a run's BERT weights as a Hugging Face model folder that `transformers` loads.
+
+    python -m bert_vs_transformer.export_hf --workdir=DIR --output=OUT [--step=N]
+
+DIR is a workdir of ours (pretraining or GLUE fine-tuning). OUT receives:
+
+- `model.safetensors`: `convert.bert_to_hf` of the checkpoint's parameters, float32, written with
+  `safetensors.numpy.save_file` (no pickle). Naming follows the heads the run has:
+  pretraining (`mlm`/`nsp`) -> `BertForPreTraining` (`bert.*`, `cls.*`); classification ->
+  `BertForSequenceClassification` (`bert.*`, `classifier.*`); span -> `BertForQuestionAnswering`;
+  encoder only -> `BertModel`.
+- `config.json`: `convert.config_to_hf` of the run's model config, with `architectures` set as
+  above and, for a classifier, `num_labels` (`problem_type` "regression" when it is 1, as STS-B),
+  `id2label` / `label2id`.
+- `vocab.txt` (the run's WordPiece vocabulary: `config.data.vocab_path` / `vocab`, default BERT's
+  uncased one) and `tokenizer_config.json` (`BertTokenizer`, `do_lower_case` from the run), so
+  `AutoTokenizer.from_pretrained(OUT)` works too.
+
+`transformers.AutoModelForSequenceClassification.from_pretrained(OUT)` (or `BertForPreTraining`)
+then gives the same outputs as our model (tests/test_glue.py checks logits to 1e-4). The folder is
+also a valid `init=OUT` for configs/glue.py. A learned (`train:<n>`) pretraining vocabulary is
+resolved through the data pipeline (it needs the corpus, as the run did).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from typing import Any
+
+import numpy as np
+
+from bert_vs_transformer import convert
+from bert_vs_transformer.model_config import ModelConfig
+
+GLUE_LABELS = {
+    "sst2": ("negative", "positive"),
+    "cola": ("unacceptable", "acceptable"),
+    "mrpc": ("not_equivalent", "equivalent"),
+    "rte": ("entailment", "not_entailment"),
+}
+
+
+def architecture(params: dict) -> str:
+    if "mlm" in params or "nsp" in params:
+        return "BertForPreTraining"
+    if "classifier" in params:
+        return "BertForSequenceClassification"
+    if "span" in params:
+        return "BertForQuestionAnswering"
+    return "BertModel"
+
+
+def hf_config(config, cfg: ModelConfig, params: dict) -> dict[str, Any]:
+    """config.json for the exported folder."""
+    out = convert.config_to_hf(cfg)
+    arch = architecture(params)
+    out["architectures"] = [arch]
+    if arch == "BertForSequenceClassification":
+        n = int(np.shape(params["classifier"]["bias"])[-1])
+        out["num_labels"] = n
+        if n == 1:
+            out["problem_type"] = "regression"
+            names = ("score",)
+        else:
+            out["problem_type"] = "single_label_classification"
+            task = config.get("glue_task", None) or config.data.get("dataset", None)
+            names = GLUE_LABELS.get(task, tuple(f"LABEL_{i}" for i in range(n)))
+            if len(names) != n:
+                names = tuple(f"LABEL_{i}" for i in range(n))
+        out["id2label"] = {str(i): name for i, name in enumerate(names)}
+        out["label2id"] = {name: i for i, name in enumerate(names)}
+    if config.get("glue_task", None):
+        out["finetuning_task"] = config.glue_task
+    return out
+
+
+def vocab_file(config) -> str:
+    """The run's vocab.txt."""
+    from bert_vs_transformer.data import pipelines
+
+    d = config.data
+    spec = str(d.get("vocab_path", None) or d.get("vocab", None) or "")
+    if spec.startswith("train:"):
+        from bert_vs_transformer.data import pretraining_pipeline
+
+        return pretraining_pipeline.tokenizer(config).vocab_path
+    if not spec:
+        return pipelines.default_vocab_path()
+    return os.path.join(spec, "vocab.txt") if os.path.isdir(spec) else spec
+
+
+def export(config, params: Any, output: str) -> dict[str, Any]:
+    """Writes OUT/{model.safetensors, config.json, vocab.txt, tokenizer_config.json}; -> config.json dict."""
+    import flax.linen as nn
+    import jax
+    from safetensors.numpy import save_file
+
+    cfg = ModelConfig.from_dict(dict(config.model))
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), jax.device_get(nn.unbox(params)))
+    params = dict(params)
+    state_dict = convert.bert_to_hf(cfg, params)
+    hf = hf_config(config, cfg, params)
+    os.makedirs(output, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, os.path.join(output, "model.safetensors"),
+              metadata={"format": "pt"})
+    with open(os.path.join(output, "config.json"), "w") as f:
+        json.dump(hf, f, indent=2, sort_keys=True)
+    vocab = vocab_file(config)
+    shutil.copyfile(vocab, os.path.join(output, "vocab.txt"))
+    lowercase = bool(config.data.get("lowercase", True))
+    with open(os.path.join(output, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase,
+                   "model_max_length": int(cfg.max_len)}, f, indent=2)
+    return hf
+
+
+def export_run(workdir: str, output: str, step: int | None = None) -> dict[str, Any]:
+    """Loads the checkpoint (latest if step is None) of `workdir` and exports it; -> config.json dict
+    plus 'step'."""
+    import jax
+
+    from bert_vs_transformer import translation_eval
+
+    config, params, step = translation_eval.load_run(workdir, step, device=jax.local_devices()[0])
+    hf = export(config, params, output)
+    return dict(hf, step=step)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True, help="a run directory of ours (checkpoints/)")
+    parser.add_argument("--output", required=True, help="the Hugging Face folder to write")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    args = parser.parse_args(argv)
+    try:
+        hf = export_run(args.workdir, args.output, args.step)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"output": os.path.abspath(args.output), "step": hf["step"],
+                      "architectures": hf["architectures"], "num_labels": hf.get("num_labels")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The BERT fine-tuning grid on GLUE dev in one command, with a best-of-grid report.
+
+    python -m bert_vs_transformer.glue_grid --task=sst2 --init=minilm --root=runs/glue [--seeds=3]
+
+runs configs/glue.py for every learning rate in --lrs (default the paper's 5e-5, 4e-5, 3e-5,
+2e-5; BERT A.3, batch 32, 3 epochs) x every seed (--seeds=N: seeds 0..N-1, default 1), one
+`python -m bert_vs_transformer.main` subprocess each, one after another, each in its own workdir
+
+    ROOT/<task>/<init name>/lr<lr>-seed<seed>
+
+A run whose metrics.jsonl already holds the evaluation at its last step is skipped; an
+interrupted one resumes from its checkpoint (main.py's contract), so rerunning the command
+finishes the grid. --task and --init take comma-separated lists (every combination is run).
+Extra `--config.x=y` overrides for every run go after `--` (e.g. `-- --config.mesh.data=2`).
+
+The report (printed, and written to ROOT/<task>/<init name>/results.{md,json}) has one row per run
+(the dev metrics of its final evaluation: GLUE's metric(s) for the task, see glue_eval.py) and one
+row per learning rate (mean ± sample std over its finished seeds), then the best of the grid:
+the learning rate whose mean GLUE task score (the mean of the task's metrics, e.g. F1 and
+accuracy for MRPC) is highest on dev, reported with the number of seeds behind it. As in the
+paper the selection is on dev, so the number is optimistic for held-out data. --report_only
+prints the report of what exists without running anything; --dry_run prints the commands.
+
+With the sweep framework of experiments/ this maps onto one sweep: `grid_points(...)` gives the
+(config spec, workdir) pairs to fan out (any launcher can run them, in parallel too), and
+`report(...)` reads the workdirs back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from bert_vs_transformer import config_args, metrics
+
+GRID_LRS = (5e-5, 4e-5, 3e-5, 2e-5)
+CONFIG_FILE = os.path.join(config_args.REPO_ROOT, "configs", "glue.py")
+
+
+@dataclass(frozen=True)
+class Point:
+    task: str
+    init: str
+    lr: float
+    seed: int
+    workdir: str
+    config_spec: str  # configs/glue.py:task=...,init=...,lr=...,seed=...
+
+    def command(self, extra: Sequence[str] = (), python: str = sys.executable) -> list[str]:
+        return [python, "-m", "bert_vs_transformer.main", f"--config={self.config_spec}",
+                f"--workdir={self.workdir}", *extra]
+
+
+def init_name(init: str) -> str:
+    """minilm / scratch, or the directory's base name (sanitised) for a DIR init."""
+    if init in ("minilm", "scratch"):
+        return init
+    base = os.path.basename(os.path.normpath(init)) or "dir"
+    return "init-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", base)
+
+
+def grid_points(task: str, init: str, root: str, lrs: Sequence[float] = GRID_LRS, seeds: Sequence[int] = (0,),
+                epochs: float = 3, batch_size: int = 32, max_seq_len: int = 128) -> list[Point]:
+    """Every (lr, seed) run of one task and init."""
+    init_arg = init if init in ("minilm", "scratch") else os.path.abspath(init)
+    if "," in init_arg or ":" in init_arg:
+        raise ValueError(f"init directory {init_arg!r} must not contain ',' or ':' (config argument syntax)")
+    base = os.path.join(os.path.abspath(root), task, init_name(init))
+    points = []
+    for lr in lrs:
+        for seed in seeds:
+            spec = (f"{CONFIG_FILE}:task={task},init={init_arg},lr={lr:g},seed={seed},epochs={epochs:g},"
+                    f"batch_size={batch_size},max_seq_len={max_seq_len}")
+            points.append(Point(task, init, float(lr), int(seed), os.path.join(base, f"lr{lr:g}-seed{seed}"), spec))
+    return points
+
+
+def run_result(workdir: str) -> dict[str, Any] | None:
+    """The final evaluation of a finished run ({'step', 'eval_...'}), else None."""
+    cfg_path, path = os.path.join(workdir, "config.json"), os.path.join(workdir, "metrics.jsonl")
+    if not (os.path.isfile(cfg_path) and os.path.isfile(path)):
+        return None
+    with open(cfg_path) as f:
+        total = int(json.load(f)["num_train_steps"])
+    final = None
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if rec.get("step") == total and any(k.startswith("eval_") for k in rec):
+                final = rec
+    return final
+
+
+def _metric_names(task: str) -> tuple[str, ...]:
+    return metrics.GLUE_METRICS[task]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    vals = [float(v) for v in values]
+    if not vals:
+        return float("nan"), float("nan")
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return mean, std
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _score(rec: dict[str, Any], task: str) -> float:
+    if "eval_glue_score" in rec:
+        return _num(rec["eval_glue_score"])
+    vals = [_num(rec.get(f"eval_{m}")) for m in _metric_names(task)]
+    return sum(vals) / len(vals)
+
+
+def report(points: Sequence[Point], status: dict[str, str] | None = None) -> tuple[str, dict[str, Any]]:
+    """(markdown, json-able summary) of one task/init grid from its workdirs."""
+    status = status or {}
+    task, init = points[0].task, points[0].init
+    names = _metric_names(task)
+    runs, by_lr = [], {}
+    for p in points:
+        rec = run_result(p.workdir)
+        row = {"lr": p.lr, "seed": p.seed, "workdir": p.workdir,
+               "status": "done" if rec else status.get(p.workdir, "missing")}
+        if rec:
+            row.update({m: _num(rec.get(f"eval_{m}")) for m in names})
+            row["glue_score"] = _score(rec, task)
+            row["step"] = rec["step"]
+            by_lr.setdefault(p.lr, []).append(row)
+        runs.append(row)
+    seeds = len(points) // max(len({p.lr for p in points}), 1)
+    lines = [f"### {task} from {init}: GLUE dev, {seeds} seed(s) per learning rate", "",
+             "| lr | seed | " + " | ".join(names) + " | status |", "|---|---|" + "---|" * len(names) + "---|"]
+    for r in runs:
+        vals = [f"{r[m]:.4f}" if m in r else "" for m in names]
+        lines.append(f"| {r['lr']:g} | {r['seed']} | " + " | ".join(vals) + f" | {r['status']} |")
+    lines += ["", "| lr | seeds done | " + " | ".join(f"{m} (mean ± std)" for m in names) + " | task score |",
+              "|---|---|" + "---|" * len(names) + "---|"]
+    per_lr = []
+    for lr in sorted({p.lr for p in points}, reverse=True):
+        done = by_lr.get(lr, [])
+        agg = {"lr": lr, "seeds": len(done)}
+        for m in names + ("glue_score",):
+            agg[m], agg[m + "_std"] = _mean_std([r[m] for r in done])
+        per_lr.append(agg)
+        cells = [f"{agg[m]:.4f} ± {agg[m + '_std']:.4f}" if done else "" for m in names]
+        score = f"{agg['glue_score']:.4f}" if done else ""
+        lines.append(f"| {lr:g} | {len(done)} | " + " | ".join(cells) + f" | {score} |")
+    finished = [a for a in per_lr if a["seeds"] and not math.isnan(a["glue_score"])]
+    best = max(finished, key=lambda a: a["glue_score"]) if finished else None
+    lines.append("")
+    if best:
+        parts = ", ".join(f"{m} {best[m]:.4f} ± {best[m + '_std']:.4f}" for m in names)
+        complete = sum(1 for r in runs if r["status"] == "done")
+        lines.append(f"**Best of grid on dev ({task}, init {init}):** lr {best['lr']:g}: {parts} "
+                     f"(mean ± std over {best['seeds']} seed(s); {complete}/{len(runs)} runs of the grid finished)")
+    else:
+        lines.append(f"**Best of grid on dev ({task}, init {init}):** no finished run yet")
+    summary = {"task": task, "init": init, "metrics": list(names), "runs": runs, "per_lr": per_lr, "best": best}
+    return "\n".join(lines), summary
+
+
+def run_grid(points: Sequence[Point], extra: Sequence[str] = (), dry_run: bool = False,
+             log=print) -> dict[str, str]:
+    """Runs the unfinished points one after another; -> {workdir: status}."""
+    status = {}
+    for i, p in enumerate(points):
+        tag = f"[{i + 1}/{len(points)}] {p.task} {init_name(p.init)} lr={p.lr:g} seed={p.seed}"
+        if run_result(p.workdir) is not None:
+            log(f"{tag}: finished, skipped ({p.workdir})")
+            status[p.workdir] = "done"
+            continue
+        cmd = p.command(extra)
+        if dry_run:
+            log(" ".join(cmd))
+            status[p.workdir] = "dry run"
+            continue
+        os.makedirs(p.workdir, exist_ok=True)
+        log(f"{tag}: running -> {p.workdir} (log: {p.workdir}/train.log)")
+        t0 = time.time()
+        with open(os.path.join(p.workdir, "train.log"), "a") as out:
+            rc = subprocess.call(cmd, cwd=config_args.REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        ok = rc == 0 and run_result(p.workdir) is not None
+        status[p.workdir] = "done" if ok else f"failed (exit {rc})"
+        log(f"{tag}: {status[p.workdir]} in {time.time() - t0:.0f} s")
+    return status
+
+
+def _floats(s: str) -> list[float]:
+    return [float(x) for x in s.split(",") if x.strip()]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="BERT's GLUE fine-tuning grid (lr x seeds) with a best-of-grid report.")
+    parser.add_argument("--task", default="sst2", help="comma-separated: sst2,cola,stsb,mrpc,rte")
+    parser.add_argument("--init", default="minilm", help="comma-separated: minilm, scratch, or DIRs")
+    parser.add_argument("--root", required=True, help="runs go to ROOT/<task>/<init name>/lr<lr>-seed<seed>")
+    parser.add_argument("--lrs", default=",".join(f"{x:g}" for x in GRID_LRS), help="learning rates")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per learning rate")
+    parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--max_seq_len", type=int, default=128)
+    parser.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--report_only", action="store_true", help="only report what the workdirs hold")
+    args, extra = parser.parse_known_args(argv)
+    extra = [a for a in extra if a != "--"]
+    bad = [a for a in extra if not a.startswith("--config.")]
+    if bad:
+        parser.error(f"unknown arguments {bad} (per-run overrides must be --config.x=y)")
+    tasks = [t.strip().lower() for t in args.task.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in metrics.GLUE_METRICS]
+    if unknown:
+        parser.error(f"unknown task(s) {unknown}; choose from {sorted(metrics.GLUE_METRICS)}")
+    inits = [i.strip() for i in args.init.split(",") if i.strip()]
+    failed = False
+    for task in tasks:
+        for init in inits:
+            points = grid_points(task, init, args.root, _floats(args.lrs), range(args.seeds), args.epochs,
+                                 args.batch_size, args.max_seq_len)
+            status = {} if args.report_only else run_grid(points, extra, args.dry_run)
+            failed |= any(s.startswith("failed") for s in status.values())
+            md, summary = report(points, status)
+            print(md + "\n", flush=True)
+            if not args.dry_run:
+                base = os.path.dirname(points[0].workdir)
+                os.makedirs(base, exist_ok=True)
+                with open(os.path.join(base, "results.md"), "w") as f:
+                    f.write(md + "\n")
+                with open(os.path.join(base, "results.json"), "w") as f:
+                    json.dump(summary, f, indent=2, default=str)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
