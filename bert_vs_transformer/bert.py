@@ -35,8 +35,15 @@ class BertEncoder(nn.Module):
             input_ids, padding_mask=attention_mask, token_types=token_type_ids,
             positions=positions, segmentation=segmentation,
         )
-        pooled = jnp.tanh(self.pooler(hidden[:, 0])) if self.config.pooler else None
-        return hidden, pooled
+        if not self.config.pooler:
+            return hidden, None
+        if self.config.pooling == "last":  # under causal attention only the last token sees all
+            valid = layers.default_padding(input_ids, attention_mask, segmentation)
+            last = jnp.maximum(jnp.sum(valid, axis=1) - 1, 0)
+            first = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+        else:
+            first = hidden[:, 0]
+        return hidden, jnp.tanh(self.pooler(first))
 
 
 class MaskedLMHead(nn.Module):

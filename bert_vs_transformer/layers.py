@@ -359,6 +359,8 @@ class Encoder(nn.Module):
         mask = attn_lib.key_padding_mask(valid)
         if segmentation is not None:
             mask = attn_lib.combine_masks(mask, attn_lib.segment_mask(segmentation, segmentation))
+        if cfg.causal:  # a left-to-right encoder (BERT Table 5, "LTR & No NSP")
+            mask = attn_lib.combine_masks(mask, attn_lib.causal_mask(ids.shape[1]))
         x = apply_layers(self, EncoderLayer, cfg.num_encoder_layers, x, mask, deterministic=self.deterministic)
         if cfg.norm_position == "pre":
             x = layer_norm(cfg, "final_norm")(x)

@@ -12,6 +12,7 @@ POSITIONALS = ("sinusoidal", "learned")
 NORM_POSITIONS = ("post", "pre")
 INITIALIZERS = ("xavier", "bert")
 ATTENTION_KERNELS = ("xla", "cudnn")
+POOLINGS = ("first", "last")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -41,6 +42,8 @@ class ModelConfig:
     share_embeddings: bool = True  # one matrix for source, target and pre-softmax (Vaswani 3.4)
     initializer: str = "xavier"  # xavier: Glorot kernels, N(0, d^-1/2) embeddings; bert: N(0, 0.02)
     pooler: bool = False  # tanh pooler on the first token (BERT)
+    pooling: str = "first"  # token the pooler reads: first ([CLS]) or last real token (causal LTR)
+    causal: bool = False  # causal encoder self-attention: BERT Table 5's left-to-right LM
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # master weights
     attention_kernel: str = "xla"  # xla: einsum softmax; cudnn: jax.nn.dot_product_attention flash
@@ -54,6 +57,7 @@ class ModelConfig:
         _check_choice("initializer", self.initializer, INITIALIZERS)
         _check_choice("attention_kernel", self.attention_kernel, ATTENTION_KERNELS)
         _check_choice("remat_policy", self.remat_policy, REMAT_POLICIES)
+        _check_choice("pooling", self.pooling, POOLINGS)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("param_dtype", self.param_dtype, DTYPES)
         for name in ("vocab_size", "d_model", "num_heads", "d_ff", "max_len"):

@@ -36,6 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every_steps = 10 if small else 100
     config.eval_every_steps = 150 if small else 10_000
     config.checkpoint_every_steps = 100 if small else 10_000
+    config.nsp_weight = 1.0  # weight of the NSP loss; 0 = "No NSP" (Table 5)
+    config.lm_objective = "mlm"  # "mlm", or "ltr": left-to-right LM on unmasked text (Table 5)
     config.grad_accum_steps = 1  # microbatches per step (the same update as the full batch)
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
@@ -61,6 +63,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.share_embeddings = True  # MLM decoder tied to the word embeddings
     m.initializer = "bert"  # truncated normal(0.02)
     m.pooler = True  # tanh dense on [CLS] for NSP / classification
+    m.pooling = "first"  # pooler input: first token ([CLS]) or "last" real token (causal LTR)
+    m.causal = False  # causal encoder self-attention (BERT Table 5 "LTR")
     m.dtype = "float32"
     m.param_dtype = "float32"
     m.attention_kernel = "xla"

@@ -44,7 +44,8 @@ MINILM_MODEL = dict(
     num_decoder_layers=0, activation="gelu", positional="learned", max_len=512, type_vocab_size=2,
     embed_scale=False, embed_layernorm=True, layernorm_eps=1e-12, dropout_rate=0.1,
     attention_dropout_rate=0.1, norm_position="post", use_bias=True, share_embeddings=True,
-    initializer="bert", pooler=True, dtype="float32", param_dtype="float32", attention_kernel="xla",
+    initializer="bert", pooler=True, pooling="first", causal=False, dtype="float32", param_dtype="float32",
+    attention_kernel="xla",
     remat_policy="none", scan_layers=False,
 )
 

@@ -35,10 +35,34 @@ class PretrainingTask(Task):
     def init_args(self, batch):
         return (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], batch["masked_lm_positions"])
 
+    @property
+    def ltr(self) -> bool:
+        objective = self.config.get("lm_objective", "mlm")
+        if objective not in ("mlm", "ltr"):
+            raise ValueError(f"config.lm_objective={objective!r} is not one of mlm, ltr")
+        return objective == "ltr"
+
+    @staticmethod
+    def unmasked_ids(batch):
+        """The original tokens: masked_lm_ids put back at the masked positions (for the LTR LM)."""
+        ids, pos = batch["input_ids"], batch["masked_lm_positions"].astype(jnp.int32)
+        rows = jnp.arange(ids.shape[0])[:, None]
+        original = jnp.where(batch["masked_lm_weights"] > 0, batch["masked_lm_ids"], ids[rows, pos])
+        return ids.at[rows, pos].set(original)
+
+    def _lm_targets(self, batch):
+        """(positions' targets, weights): masked tokens (MLM) or every next real token (LTR)."""
+        ex = self._example_weights(batch)
+        if self.ltr:
+            ids = self.unmasked_ids(batch)
+            targets = jnp.pad(ids[:, 1:], ((0, 0), (0, 1)))
+            weights = jnp.pad(batch["attention_mask"][:, 1:], ((0, 0), (0, 1))).astype(jnp.float32)
+            return targets, weights * ex[:, None]
+        return batch["masked_lm_ids"], batch["masked_lm_weights"].astype(jnp.float32) * ex[:, None]
+
     def normalizers(self, batch):
         return {
-            "masked": jnp.maximum(jnp.sum(batch["masked_lm_weights"] * self._example_weights(batch)[:, None]), 1.0
-                                  ).astype(jnp.float32),
+            "masked": jnp.maximum(jnp.sum(self._lm_targets(batch)[1]), 1.0).astype(jnp.float32),
             "sequences": jnp.maximum(self._examples(batch), 1.0),
         }
 
@@ -53,20 +77,24 @@ class PretrainingTask(Task):
         return jnp.asarray(batch["input_ids"].shape[0], jnp.float32) if ex is None else jnp.sum(ex).astype(jnp.float32)
 
     def loss(self, params, batch, normalizers, rng, deterministic):
+        """MLM + nsp_weight x NSP (BERT 3.1). With config.lm_objective='ltr' the LM term is a
+        left-to-right next-token loss on the unmasked text (Table 5; pair with model.causal=True);
+        its metrics keep the mlm_* names."""
         rngs = None if deterministic else {"dropout": rng}
+        ids = self.unmasked_ids(batch) if self.ltr else batch["input_ids"]
+        positions = None if self.ltr else batch["masked_lm_positions"]
         mlm_logits, nsp_logits = self.model(deterministic).apply(
-            {"params": params}, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
-            batch["masked_lm_positions"], rngs=rngs,
+            {"params": params}, ids, batch["token_type_ids"], batch["attention_mask"], positions, rngs=rngs,
         )
-        ex = batch.get("example_weights")
-        ex = jnp.ones(nsp_logits.shape[0], jnp.float32) if ex is None else ex.astype(jnp.float32)
-        w = batch["masked_lm_weights"].astype(jnp.float32) * ex[:, None]
-        mlm = losses.cross_entropy(mlm_logits, batch["masked_lm_ids"]) * w
+        ex = self._example_weights(batch)
+        targets, w = self._lm_targets(batch)
+        mlm = losses.cross_entropy(mlm_logits, targets) * w
         nsp = losses.cross_entropy(nsp_logits, batch["next_sentence_labels"]) * ex
-        loss = jnp.sum(mlm) / normalizers["masked"] + jnp.sum(nsp) / normalizers["sequences"]
+        nsp_weight = float(self.config.get("nsp_weight", 1.0))
+        loss = jnp.sum(mlm) / normalizers["masked"] + nsp_weight * jnp.sum(nsp) / normalizers["sequences"]
         sums = {
             "mlm_loss_sum": jnp.sum(mlm),
-            "mlm_accuracy_sum": jnp.sum(losses.accuracy(mlm_logits, batch["masked_lm_ids"]) * w),
+            "mlm_accuracy_sum": jnp.sum(losses.accuracy(mlm_logits, targets) * w),
             "masked": jnp.sum(w),
             "nsp_loss_sum": jnp.sum(nsp),
             "nsp_accuracy_sum": jnp.sum(losses.accuracy(nsp_logits, batch["next_sentence_labels"]) * ex),
