@@ -223,7 +223,8 @@ def run(tmp_path_factory):
     workdir = str(tmp / "run")
     _run(["bert_vs_transformer.main", "--config=configs/transformer.py:tiny", f"--workdir={workdir}",
           f"--config.num_train_steps={STEPS}", f"--config.checkpoint_every_steps={EVERY}",
-          f"--config.eval_every_steps={STEPS}", "--config.log_every_steps=10"], env, timeout=600)
+          f"--config.eval_every_steps={STEPS}", "--config.log_every_steps=10", "--config.keep_checkpoints=3"],
+         env, timeout=600)
     return workdir, env, tmp
 
 
