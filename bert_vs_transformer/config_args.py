@@ -43,23 +43,29 @@ def _cast(value: str, default: Any, key: str) -> Any:
     return value
 
 
+def load_module(path: str, kind: str, candidates: list[str] | None = None):
+    """Imports a Python file by path (configs/, experiments/): the first existing candidate,
+    by default `path` from the working directory, then from the repository root."""
+    import importlib.util
+
+    candidates = candidates or [path, os.path.join(REPO_ROOT, path)]
+    found = next((p for p in candidates if os.path.isfile(p)), None)
+    if found is None:
+        raise FileNotFoundError(f"{kind} file {path!r} not found (looked in {candidates})")
+    module_name = f"bvt_{kind}_" + os.path.splitext(os.path.basename(found))[0]
+    module_spec = importlib.util.spec_from_file_location(module_name, found)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def load(spec: str):
     """Loads "path/to/config.py[:arg]" as ml_collections' config_flags does: get_config(arg).
 
     Relative paths are tried from the working directory, then from the repository root.
     """
-    import importlib.util
-
     path, _, arg = spec.partition(":")
-    candidates = [path, os.path.join(REPO_ROOT, path)]
-    found = next((p for p in candidates if os.path.isfile(p)), None)
-    if found is None:
-        raise FileNotFoundError(f"config file {path!r} not found (looked in {candidates})")
-    module_name = "bvt_config_" + os.path.splitext(os.path.basename(found))[0]
-    module_spec = importlib.util.spec_from_file_location(module_name, found)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+    return load_module(path, "config").get_config(arg or None)
 
 
 def model_config(spec: str, **overrides):

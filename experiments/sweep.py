@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
 import itertools
 import os
 import re
@@ -248,17 +247,13 @@ def name_of(overrides: Mapping[str, Any]) -> str:
 
 def load_sweep(spec: str) -> Sweep:
     """Loads `experiments/<name>.py[:arg]` (or a bare sweep name) and calls its get_sweep(arg)."""
+    from bert_vs_transformer import config_args
+
     path, _, arg = spec.partition(":")
     candidates = [path, os.path.join(REPO_ROOT, path), os.path.join(REPO_ROOT, "experiments", path + ".py")]
-    found = next((p for p in candidates if os.path.isfile(p)), None)
-    if found is None:
-        raise FileNotFoundError(f"sweep file {path!r} not found (looked in {candidates})")
-    name = "bvt_sweep_" + os.path.splitext(os.path.basename(found))[0]
-    module_spec = importlib.util.spec_from_file_location(name, found)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = config_args.load_module(path, "sweep", candidates)
     if not hasattr(module, "get_sweep"):
-        raise AttributeError(f"{found} defines no get_sweep(arg)")
+        raise AttributeError(f"{module.__file__} defines no get_sweep(arg)")
     return module.get_sweep(arg or None)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import ml_collections
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,3 +58,16 @@ def classification_config(tfds_dir: str, dataset: str, **data_overrides) -> ml_c
     for k, v in data_overrides.items():
         cfg.data[k] = v
     return cfg
+
+
+def take(it, n):
+    """The next n batches of an iterator."""
+    return [next(it) for _ in range(n)]
+
+
+def assert_batches_equal(xs, ys):
+    assert len(xs) == len(ys)
+    for x, y in zip(xs, ys):
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)

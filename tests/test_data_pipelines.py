@@ -8,21 +8,9 @@ import grain
 import numpy as np
 import pytest
 
-from _data_testing import classification_config, tfds_dir, translation_config  # noqa: F401
+from _data_testing import assert_batches_equal, classification_config, take, tfds_dir, translation_config  # noqa: F401
 from bert_vs_transformer import data
 from bert_vs_transformer.data import pipelines, sentencepiece_tokenizer
-
-
-def _take(it, n):
-    return [next(it) for _ in range(n)]
-
-
-def _assert_batches_equal(xs, ys):
-    assert len(xs) == len(ys)
-    for x, y in zip(xs, ys):
-        assert x.keys() == y.keys()
-        for k in x:
-            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
 def _rows(seqs):
@@ -69,7 +57,7 @@ def test_translation_batches(tfds_dir):  # noqa: F811
     it = data.train_iterator(cfg, process_index=0, process_count=1)
     english = {r["en"].decode() for r in pipelines.split_records(cfg, "train")}
     widths = set()
-    for batch in _take(it, 20):
+    for batch in take(it, 20):
         assert set(batch) == {"inputs", "targets"}
         assert batch["inputs"].shape[0] == 8 and batch["inputs"].shape == batch["targets"].shape
         assert batch["inputs"].dtype == np.int32
@@ -84,11 +72,11 @@ def test_translation_batches(tfds_dir):  # noqa: F811
 
 def test_same_seed_same_batches(tfds_dir):  # noqa: F811
     cfg = translation_config(tfds_dir)
-    a = _take(data.train_iterator(cfg, process_index=0, process_count=1), 5)
-    b = _take(data.train_iterator(cfg, process_index=0, process_count=1), 5)
-    _assert_batches_equal(a, b)
+    a = take(data.train_iterator(cfg, process_index=0, process_count=1), 5)
+    b = take(data.train_iterator(cfg, process_index=0, process_count=1), 5)
+    assert_batches_equal(a, b)
     cfg.seed = 1
-    c = _take(data.train_iterator(cfg, process_index=0, process_count=1), 1)
+    c = take(data.train_iterator(cfg, process_index=0, process_count=1), 1)
     assert not np.array_equal(a[0]["inputs"], c[0]["inputs"])
 
 
@@ -117,18 +105,18 @@ def test_process_shards_are_disjoint_and_complete(tfds_dir):  # noqa: F811
 def test_resume_equals_uninterrupted(tfds_dir, pack):  # noqa: F811
     cfg = translation_config(tfds_dir, pack=pack, num_threads=2, max_len=64)
     it = data.train_iterator(cfg, process_index=1, process_count=2)
-    _take(it, 7)
+    take(it, 7)
     state = json.loads(json.dumps(it.get_state()))  # JSON-serialisable
-    expected = _take(it, 6)
+    expected = take(it, 6)
     resumed = data.train_iterator(cfg, process_index=1, process_count=2)
     resumed.set_state(state)
-    _assert_batches_equal(_take(resumed, 6), expected)
+    assert_batches_equal(take(resumed, 6), expected)
 
 
 def test_unpacked_state_moves_across_topologies_but_checks_the_stream(tfds_dir):  # noqa: F811
     cfg = translation_config(tfds_dir)
     one = data.train_iterator(cfg, process_index=0, process_count=1)
-    _take(one, 3)
+    take(one, 3)
     state = one.get_state()
     g = next(one)
     two = data.train_iterator(cfg, process_index=1, process_count=2)
@@ -145,7 +133,7 @@ def test_packing(tfds_dir, process_index, process_count):  # noqa: F811
     tok = data.tokenizer(cfg)
     it = data.train_iterator(cfg, process_index=process_index, process_count=process_count)
     segments = []
-    for batch in _take(it, 10):
+    for batch in take(it, 10):
         assert set(batch) == {"inputs", "targets", "inputs_segmentation", "targets_segmentation",
                               "inputs_positions", "targets_positions"}
         assert all(v.shape == (4, 64) and v.dtype == np.int32 for v in batch.values())
@@ -193,7 +181,7 @@ def test_eval_batches(tfds_dir):  # noqa: F811
     tok = data.tokenizer(cfg)
     batches = list(data.eval_batches(cfg, "validation"))
     again = list(data.eval_batches(cfg, "val"))
-    _assert_batches_equal(batches, again)
+    assert_batches_equal(batches, again)
     assert len(batches) == 11 and all(b["inputs"].shape[0] == 100 for b in batches)
     weights = np.concatenate([b["example_weights"] for b in batches])
     assert weights.dtype == np.float32 and weights.sum() == 1014 and not weights[1014:].any()
@@ -233,12 +221,12 @@ def test_classification_batches(tfds_dir, dataset):  # noqa: F811
 def test_classification_resume_and_sharding(tfds_dir):  # noqa: F811
     cfg = classification_config(tfds_dir, "mrpc", batch_size=16)
     it = data.train_iterator(cfg, process_index=0, process_count=2)
-    _take(it, 3)
+    take(it, 3)
     state = it.get_state()
-    expected = _take(it, 2)
+    expected = take(it, 2)
     other = data.train_iterator(cfg, process_index=0, process_count=2)
     other.set_state(state)
-    _assert_batches_equal(_take(other, 2), expected)
+    assert_batches_equal(take(other, 2), expected)
     assert expected[0]["input_ids"].shape[0] == 8
 
 

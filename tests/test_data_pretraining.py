@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from _data_testing import REPO, raw_data_dir, tfds_dir  # noqa: F401
+from _data_testing import REPO, assert_batches_equal, raw_data_dir, take, tfds_dir  # noqa: F401
 from bert_vs_transformer import config_args, data
 from bert_vs_transformer.data import pretraining_examples as pe
 from bert_vs_transformer.data import pretraining_pipeline as pp
@@ -33,18 +33,6 @@ def pretraining_config(tfds_dir, **data_overrides):  # noqa: F811
     for k, v in data_overrides.items():
         cfg.data[k] = v
     return cfg
-
-
-def _take(it, n):
-    return [next(it) for _ in range(n)]
-
-
-def _assert_batches_equal(xs, ys):
-    assert len(xs) == len(ys)
-    for x, y in zip(xs, ys):
-        assert x.keys() == y.keys()
-        for k in x:
-            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
 def _unmasked(batch):
@@ -68,7 +56,7 @@ def test_batches(tfds_dir):  # noqa: F811
     tok = data.tokenizer(cfg)
     assert tok.vocab_size == cfg.model.vocab_size == 30522
     L, P = cfg.data.max_seq_len, cfg.data.max_predictions_per_seq
-    batches = _take(data.train_iterator(cfg, process_index=0, process_count=1), 40)
+    batches = take(data.train_iterator(cfg, process_index=0, process_count=1), 40)
     decisions = collections.Counter()
     for b in batches:
         assert set(b) == KEYS
@@ -110,7 +98,7 @@ def test_whole_word_mask(tfds_dir):  # noqa: F811
     cfg = pretraining_config(tfds_dir, whole_word_mask=True)
     tok = data.tokenizer(cfg)
     words = 0
-    for b in _take(data.train_iterator(cfg, process_index=0, process_count=1), 20):
+    for b in take(data.train_iterator(cfg, process_index=0, process_count=1), 20):
         for r in range(8):
             w = b["masked_lm_weights"][r] > 0
             masked = set(b["masked_lm_positions"][r][w].tolist())
@@ -151,11 +139,11 @@ def test_trained_vocab(tfds_dir):  # noqa: F811
 
 def test_same_seed_same_batches(tfds_dir):  # noqa: F811
     cfg = pretraining_config(tfds_dir)
-    a = _take(data.train_iterator(cfg, process_index=0, process_count=1), 5)
-    b = _take(data.train_iterator(cfg, process_index=0, process_count=1), 5)
-    _assert_batches_equal(a, b)
+    a = take(data.train_iterator(cfg, process_index=0, process_count=1), 5)
+    b = take(data.train_iterator(cfg, process_index=0, process_count=1), 5)
+    assert_batches_equal(a, b)
     cfg.seed = 1
-    c = _take(data.train_iterator(cfg, process_index=0, process_count=1), 1)
+    c = take(data.train_iterator(cfg, process_index=0, process_count=1), 1)
     assert not np.array_equal(a[0]["input_ids"], c[0]["input_ids"])
 
 
@@ -182,12 +170,12 @@ def test_process_shards_are_disjoint_and_complete(tfds_dir):  # noqa: F811
 def test_resume_equals_uninterrupted(tfds_dir):  # noqa: F811
     cfg = pretraining_config(tfds_dir, masking="dynamic", num_threads=2)
     it = data.train_iterator(cfg, process_index=1, process_count=2)
-    _take(it, 7)
+    take(it, 7)
     state = json.loads(json.dumps(it.get_state()))  # JSON-serialisable
-    expected = _take(it, 6)
+    expected = take(it, 6)
     resumed = data.train_iterator(cfg, process_index=1, process_count=2)
     resumed.set_state(state)
-    _assert_batches_equal(_take(resumed, 6), expected)
+    assert_batches_equal(take(resumed, 6), expected)
     # The state is one position in the global stream: it moves to another process layout.
     one = data.train_iterator(cfg, process_index=0, process_count=1)
     one.set_state(state)
@@ -233,7 +221,7 @@ def test_eval_batches(tfds_dir):  # noqa: F811
     cfg = pretraining_config(tfds_dir, eval_batch_size=100)
     n = len(pp.instances(cfg, "validation", seed=0, dupe_factor=1, shuffle=False)[0])
     batches = list(data.eval_batches(cfg, "validation"))
-    _assert_batches_equal(batches, list(data.eval_batches(cfg, "valid")))
+    assert_batches_equal(batches, list(data.eval_batches(cfg, "valid")))
     assert len(batches) == -(-n // 100) and all(b["input_ids"].shape == (100, 64) for b in batches)
     for b in batches:
         assert set(b) == KEYS | {"example_weights"}
@@ -245,7 +233,7 @@ def test_eval_batches(tfds_dir):  # noqa: F811
     assert all(b["masked_lm_weights"][b["example_weights"] > 0].sum(1).min() >= 1 for b in batches)
     # Fixed whatever the run's seed, masking mode or dupe factor (eval_seed, static, one pass).
     cfg.seed, cfg.data.masking, cfg.data.dupe_factor = 3, "dynamic", 2
-    _assert_batches_equal(list(data.eval_batches(cfg, "validation")), batches)
+    assert_batches_equal(list(data.eval_batches(cfg, "validation")), batches)
     cfg.data.eval_seed = 1
     assert not np.array_equal(next(data.eval_batches(cfg, "validation"))["input_ids"], batches[0]["input_ids"])
 
