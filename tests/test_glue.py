@@ -106,6 +106,15 @@ def test_config_arguments_and_errors(tmp_path):
     (tmp_path / "pre" / "config.json").write_text(json.dumps(src))
     d = _glue(f"task=cola,init={tmp_path / 'pre'}")
     assert dict(d.model) == src["model"] and d.init == str(tmp_path / "pre")
+    # scratch with arch=DIR: DIR's architecture and vocabulary, random init (init stays scratch).
+    (tmp_path / "pre" / "vocab.txt").write_text("[PAD]\n")
+    src["data"]["vocab"] = "train:8000"
+    (tmp_path / "pre" / "config.json").write_text(json.dumps(src))
+    a = _glue(f"task=cola,init=scratch,arch={tmp_path / 'pre'}")
+    assert dict(a.model) == src["model"] and a.init == "scratch" and a.arch == str(tmp_path / "pre")
+    assert a.data.vocab_path == str(tmp_path / "pre" / "vocab.txt")
+    with pytest.raises(ValueError, match="for init=scratch only"):
+        _glue(f"task=cola,init=minilm,arch={tmp_path / 'pre'}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+"""The independent PyTorch trainer of the SST-2 side-by-side (experiments/glue_torch.py) and its report.
+
+Checked against: our optax schedule (the torch LambdaLR multiplier equals
+optim.warmup_linear_decay / peak at every step, to float32), our data pipeline (its csv reading of the raw
+dev file gives the same sentences and labels as bvt_glue/sst2), and a hand-computed report
+(means, sample stds, difference); plus a few real training steps from MiniLM in PyTorch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from bert_vs_transformer import config_args, optim
+from experiments import glue_torch, sst2_side_by_side
+
+
+def test_lr_multiplier_equals_our_schedule():
+    steps = math.ceil(0.1 * 67349 / 32)
+    warmup = int(0.1 * steps)
+    ours = optim.warmup_linear_decay(2e-5, warmup, steps)
+    for s in range(steps + 2):
+        assert glue_torch.lr_factor(s, warmup, steps) * 2e-5 == pytest.approx(float(ours(s)), rel=1e-6, abs=1e-12), s
+
+
+def test_reads_the_same_dev_set_as_our_pipeline():
+    from bert_vs_transformer.data import pipelines
+
+    data_dir = os.environ["BVT_DATA_DIR"]
+    x, y = glue_torch.read_tsv(os.path.join(data_dir, "glue", "SST-2", "dev.tsv"))
+    ours = pipelines.raw_examples(config_args.load("configs/glue.py:task=sst2,init=scratch"), "validation")
+    assert len(x) == len(ours) == 872
+    assert [r["label"] for r in ours] == y
+    assert [r["sentence1"] for r in ours] == [t.strip() for t in x]  # the raw file has trailing spaces
+
+
+def test_report_means_stds_and_difference(tmp_path):
+    args = type("A", (), dict(seeds=3, lr=2e-5, epochs=3.0, batch_size=32, max_seq_len=128))()
+    md, s = sst2_side_by_side.report({"ours": {0: 0.91, 1: 0.92, 2: 0.90}, "torch": {0: 0.915, 1: 0.905, 2: None}},
+                                     args)
+    assert s["mean"]["ours"] == pytest.approx(91.0) and s["std"]["ours"] == pytest.approx(1.0)
+    assert s["mean"]["torch"] == pytest.approx(91.0) and s["std"]["torch"] == pytest.approx(math.sqrt(0.5))
+    assert s["difference_points"] == pytest.approx(0.0) and s["within_target"] is True
+    assert "| transformers (PyTorch) | 91.50 | 90.50 | - |" in md and "(2 seeds)" in md
+
+
+def test_torch_trainer_runs_a_few_steps(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "r.json"
+    assert glue_torch.main(["--epochs=0.0003", "--batch_size=8", "--max_eval_examples=16", "--threads=2",
+                            f"--output={out}", f"--data_dir={os.environ['BVT_DATA_DIR']}"]) == 0
+    import json
+
+    r = json.loads(out.read_text())
+    assert r["steps"] == math.ceil(0.0003 * 67349 / 8) and r["dev_examples"] == 16
+    assert 0.0 <= r["eval_accuracy"] <= 1.0 and np.isclose(r["eval_accuracy"] * 16, round(r["eval_accuracy"] * 16))
