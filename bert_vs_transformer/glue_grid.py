@@ -11,6 +11,8 @@ runs configs/glue.py for every learning rate in --lrs (default the paper's 5e-5,
 A run whose metrics.jsonl already holds the evaluation at its last step is skipped; an
 interrupted one resumes from its checkpoint (main.py's contract), so rerunning the command
 finishes the grid. --task and --init take comma-separated lists (every combination is run).
+`--arch=DIR` makes the scratch runs random inits of DIR's architecture and vocabulary (named
+scratch-<DIR name>): "pretrained DIR vs random" at equal size is `--init=DIR,scratch --arch=DIR`.
 Extra `--config.x=y` overrides for every run go after `--` (e.g. `-- --config.mesh.data=2`).
 
 The report (printed, and written to ROOT/<task>/<init name>/results.{md,json}) has one row per run
@@ -68,17 +70,20 @@ def init_name(init: str) -> str:
 
 
 def grid_points(task: str, init: str, root: str, lrs: Sequence[float] = GRID_LRS, seeds: Sequence[int] = (0,),
-                epochs: float = 3, batch_size: int = 32, max_seq_len: int = 128) -> list[Point]:
-    """Every (lr, seed) run of one task and init."""
+                epochs: float = 3, batch_size: int = 32, max_seq_len: int = 128, arch: str = "") -> list[Point]:
+    """Every (lr, seed) run of one task and init (`arch`: scratch's architecture DIR, configs/glue.py)."""
     init_arg = init if init in ("minilm", "scratch") else os.path.abspath(init)
-    if "," in init_arg or ":" in init_arg:
-        raise ValueError(f"init directory {init_arg!r} must not contain ',' or ':' (config argument syntax)")
-    base = os.path.join(os.path.abspath(root), task, init_name(init))
+    arch_arg = os.path.abspath(arch) if arch and init == "scratch" else ""
+    for path in (init_arg, arch_arg):
+        if "," in path or ":" in path:
+            raise ValueError(f"directory {path!r} must not contain ',' or ':' (config argument syntax)")
+    name = init_name(init) + ("-" + init_name(arch_arg)[len("init-"):] if arch_arg else "")
+    base = os.path.join(os.path.abspath(root), task, name)
     points = []
     for lr in lrs:
         for seed in seeds:
             spec = (f"{CONFIG_FILE}:task={task},init={init_arg},lr={lr:g},seed={seed},epochs={epochs:g},"
-                    f"batch_size={batch_size},max_seq_len={max_seq_len}")
+                    f"batch_size={batch_size},max_seq_len={max_seq_len}" + (f",arch={arch_arg}" if arch_arg else ""))
             points.append(Point(task, init, float(lr), int(seed), os.path.join(base, f"lr{lr:g}-seed{seed}"), spec))
     return points
 
@@ -217,6 +222,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_seq_len", type=int, default=128)
+    parser.add_argument("--arch", default="", help="DIR: scratch runs take DIR's architecture and vocabulary "
+                        "(runs named scratch-<DIR name>); default minilm's")
     parser.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--report_only", action="store_true", help="only report what the workdirs hold")
     args, extra = parser.parse_known_args(argv)
@@ -233,7 +240,7 @@ def main(argv=None) -> int:
     for task in tasks:
         for init in inits:
             points = grid_points(task, init, args.root, _floats(args.lrs), range(args.seeds), args.epochs,
-                                 args.batch_size, args.max_seq_len)
+                                 args.batch_size, args.max_seq_len, args.arch)
             status = {} if args.report_only else run_grid(points, extra, args.dry_run)
             failed |= any(s.startswith("failed") for s in status.values())
             md, summary = report(points, status)

@@ -378,6 +378,14 @@ def test_grid_commands_skips_and_best_of_grid(tmp_path, capsys):
     assert cmd[1:3] == ["-m", "bert_vs_transformer.main"]
     assert "task=mrpc,init=minilm,lr=5e-05,seed=0" in cmd[3] and cmd[-1] == "--config.mesh.data=1"
     assert _glue(cmd[3].split("configs/glue.py:")[1]).optimizer.learning_rate == 5e-5
+    # --arch=DIR: scratch runs of DIR's architecture, in their own folder; other inits ignore it.
+    (tmp_path / "pre").mkdir()
+    (tmp_path / "pre" / "config.json").write_text(json.dumps(config_args.load("configs/bert.py:tiny").to_dict()))
+    arch = glue_grid.grid_points("rte", "scratch", str(tmp_path), lrs=(1e-4,), arch=str(tmp_path / "pre"))
+    assert arch[0].workdir == str(tmp_path / "rte" / "scratch-pre" / "lr0.0001-seed0")
+    a = _glue(arch[0].config_spec.split("configs/glue.py:")[1])
+    assert a.init == "scratch" and a.arch == str(tmp_path / "pre") and a.model.d_model == 128
+    assert ",arch=" not in glue_grid.grid_points("rte", "minilm", str(tmp_path), arch=str(tmp_path / "pre"))[0].config_spec
 
     scores = {5e-5: (0.80, 0.86), 4e-5: (0.84, 0.88), 3e-5: (0.83, 0.87)}
     for p in points:
