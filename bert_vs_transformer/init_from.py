@@ -9,6 +9,9 @@
 | a directory with `model.safetensors` | that Hugging Face BERT folder (e.g. written by `export_hf`) |
 | any other directory | our pretraining (or fine-tuning) workdir: `params['bert']` of its checkpoint `config.init_step` (0 = latest), restored alone through a read-only orbax manager (`translation_eval.restore_params`) |
 
+`config.init_heads=True` (BERT pretraining phase 2, configs/bert.py `phase=2`): every parameter,
+heads included, from a workdir of ours; the Adam moments still start at zero.
+
 Partial init: only the 'bert' subtree (embeddings, encoder layers, pooler) is replaced; the
 classifier (and any other head) keeps its fresh init, and so do the Adam moments (zeros). The
 source's tree must equal the target's: same keys and shapes (a missing or extra entry, or a
@@ -76,6 +79,11 @@ def source_encoder(config) -> dict | None:
 
 
 def _workdir_encoder(workdir: str, step: int | None) -> dict:
+    return _workdir_params(workdir, step)["bert"]
+
+
+def _workdir_params(workdir: str, step: int | None) -> dict:
+    """Every parameter of a workdir's checkpoint, as numpy (it must hold a 'bert' encoder)."""
     from bert_vs_transformer import translation_eval
 
     src_config, params, step = translation_eval.load_run(workdir, step)
@@ -83,8 +91,8 @@ def _workdir_encoder(workdir: str, step: int | None) -> dict:
     if "bert" not in params:
         raise ValueError(f"config.init={workdir!r}: its checkpoint (task {src_config.get('task')!r}) has no "
                          f"'bert' encoder (top-level params {sorted(params)})")
-    logging.info("init: encoder of %s step %d (task %s)", workdir, step, src_config.get("task"))
-    return _to_numpy(params["bert"])
+    logging.info("init: parameters of %s step %d (task %s)", workdir, step, src_config.get("task"))
+    return _to_numpy(params)
 
 
 def _to_numpy(tree):
@@ -143,13 +151,18 @@ def _place(pair):
     return jax.make_array_from_callback(arr.shape, t.sharding, lambda idx: arr[idx])
 
 
-def load_encoder(target_bert: Mapping, source: Mapping, what: str = "source") -> dict:
-    """target_bert (jax arrays) with every leaf replaced by source's, placed like the target's."""
-    source = _match_layout(source, target_bert)
+def load_encoder(target_bert: Mapping, source: Mapping, what: str = "source", root: str = "bert") -> dict:
+    """target_bert (jax arrays) with every leaf replaced by source's, placed like the target's
+    (`root="params"`: the whole parameter tree, whose 'bert' subtree is the encoder)."""
+    if root == "bert":
+        source = _match_layout(source, target_bert)
+    else:
+        source = dict(source, bert=_match_layout(source.get("bert", {}), target_bert.get("bert", {})))
     problems: list[str] = []
-    merged = _merge(source, target_bert, "bert", problems, missing_ok={"bert/pooler"})
+    merged = _merge(source, target_bert, root, problems, missing_ok={"bert/pooler", "params/bert/pooler"})
     if problems:
-        raise ValueError(f"config.init={what}: the pretrained encoder does not fit the model "
+        kind = "encoder" if root == "bert" else "model"
+        raise ValueError(f"config.init={what}: the pretrained {kind} does not fit the model "
                          f"(config.model must be the source's architecture); {len(problems)} mismatch(es): "
                          + "; ".join(problems[:6])
                          + (" ..." if len(problems) > 6 else ""))
@@ -169,10 +182,18 @@ def apply(config, state):
     init = config.get("init", None)
     if init in SCRATCH:
         return state
-    source = source_encoder(config)
     params = dict(state.params)
     if "bert" not in params:
         raise ValueError(f"config.init={init!r}: the model has no 'bert' encoder (params {sorted(params)})")
+    if config.get("init_heads", False):  # BERT A.2 phase 2: the pretraining heads continue too
+        path = os.path.abspath(os.path.expanduser(str(init)))
+        if init == "minilm" or not os.path.isdir(path) or os.path.isfile(os.path.join(path, "model.safetensors")):
+            raise ValueError(f"config.init_heads needs config.init = a workdir of ours, not {init!r}")
+        source = _workdir_params(path, int(config.get("init_step", 0) or 0) or None)
+        params = load_encoder(params, source, repr(init), root="params")
+        logging.info("init: every parameter (%s) from %s", sorted(params), describe(init))
+        return state.replace(params=params)
+    source = source_encoder(config)
     params["bert"] = load_encoder(params["bert"], source, repr(init))
     logging.info("init: encoder from %s; heads %s freshly initialised", describe(init),
                  sorted(k for k in params if k != "bert"))

@@ -3,7 +3,14 @@
 Variants: tiny 2/128, mini 4/256, small 4/512, medium 8/512 (L/H, A = H/64, ff = 4H), base
 12/768/12, large 24/1024/16. Usage: --config=configs/bert.py:base. The model fields are the same
 `ModelConfig` fields as configs/transformer.py: the diff between the two files is the relation.
+
+Phases (BERT A.2): `base` runs every step at seq 128 (phase 0); the paper's two-phase schedule is
+`base,phase=1` (900k steps at 128) into W, then `phase=2,init=W` (100k steps at 512, 80 masked
+positions, model and vocabulary from W's config.json, every parameter from W's last checkpoint).
 """
+
+import json
+import os
 
 import ml_collections
 
@@ -20,10 +27,27 @@ VARIANTS = {
 }
 
 
+def _phase_one(init: str) -> dict:
+    """The config.json of a phase-1 pretraining workdir (phase 2 continues its model and vocabulary)."""
+    path = os.path.join(os.path.abspath(os.path.expanduser(init)), "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"phase=2 needs init=<a phase-1 pretraining workdir of ours>; {path} not found")
+    with open(path) as f:
+        src = json.load(f)
+    if src.get("task") != "pretraining":
+        raise ValueError(f"phase=2: {init!r} is a {src.get('task')!r} run, not a pretraining workdir")
+    return src
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = config_args.parse(arg, {"variant": "base"})
+    args = config_args.parse(arg, {"variant": "base", "phase": 0, "init": ""})
     if args["variant"] not in VARIANTS:
         raise ValueError(f"unknown bert variant {args['variant']!r}; choose from {sorted(VARIANTS)}")
+    if args["phase"] not in (0, 1, 2):
+        raise ValueError(f"phase={args['phase']!r}: 0 (one phase at seq 128), 1 (90% of the steps at 128) or "
+                         "2 (the last 10% at 512, from init=<phase-1 workdir>)")
+    if bool(args["init"]) != (args["phase"] == 2):
+        raise ValueError("init=<phase-1 workdir> goes with phase=2 (and only with it)")
     num_layers, hidden, heads = VARIANTS[args["variant"]]
     small = args["variant"] == "tiny"
 
@@ -102,4 +126,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.tfds_data_dir = ""  # generated tfds datasets; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     d.cache_dir = ""  # trained vocabs and created instances; "" = $BVT_CACHE_DIR or <tfds data dir>/bvt_cache
     d.num_threads = 2  # grain threads preparing batches ahead (0 = in the training thread)
+
+    # BERT A.2's two phases: 90% of the steps at seq 128, then 10% at 512 "to learn the positional
+    # embeddings". As in Google's run_pretraining.py (init_checkpoint restores the trainable
+    # variables only), phase 2 is its own run: every parameter (encoder and MLM/NSP heads) from the
+    # phase-1 workdir, fresh Adam moments, its own warmup and linear decay.
+    config.phase = args["phase"]  # 0: one phase, every step at max_seq_len 128; 1 / 2: the two phases
+    config.init = ""  # phase 2: the phase-1 workdir (init_from.py)
+    config.init_heads = False  # phase 2: the pretraining heads come from init too, not only params['bert']
+    if args["phase"] == 1:
+        config.num_train_steps = 30 if small else 900_000
+    elif args["phase"] == 2:
+        src = _phase_one(args["init"])
+        small = src.get("variant") == "tiny"
+        config.variant = src.get("variant", config.variant)
+        config.model = ml_collections.ConfigDict(src["model"])  # phase 1's architecture and vocabulary
+        for key in ("dataset", "vocab", "lowercase", "unk_marker"):
+            if key in src.get("data", {}):
+                d[key] = src["data"][key]
+        config.init = os.path.abspath(os.path.expanduser(args["init"]))
+        config.init_heads = True
+        d.max_seq_len = 2 * int(src["data"]["max_seq_len"]) if small else 512
+        d.max_predictions_per_seq = 2 * int(src["data"]["max_predictions_per_seq"]) if small else 80
+        config.num_train_steps = 30 if small else 100_000
+        o.warmup_steps = 3 if small else 10_000  # A.2's 10,000 warmup steps again (the paper gives none for phase 2)
+        config.eval_every_steps = 10 if small else 10_000
+        config.checkpoint_every_steps = 10 if small else 10_000
     return config

@@ -349,6 +349,23 @@ def test_pretraining_workdir_init_and_export(devices, tmp_path):
     assert np.abs(np.asarray(nsp) - hf.seq_relationship_logits.numpy()).max() <= ATOL
     real = mask.astype(bool)
     assert np.abs(np.asarray(mlm)[real] - hf.prediction_logits.numpy()[real]).max() <= ATOL
+    # BERT A.2 phase 2 from this workdir: seq x2 (tiny; 512 otherwise), every parameter (heads too).
+    p2 = config_args.load(f"configs/bert.py:phase=2,init={workdir}")
+    assert p2.init_heads and p2.data.max_seq_len == 32 and p2.data.max_predictions_per_seq == 2 * pre.data.max_predictions_per_seq
+    assert dict(p2.model) == pre.model.to_dict() and p2.num_train_steps == 30
+    state2 = init_from.apply(p2, _state(p2, devices)[0])
+    got, want = dict(_leaves(jax.device_get(state2.params))), dict(_leaves(jax.device_get(src)))
+    assert set(got) == set(want) and {k.split("/")[1] for k in want} > {"bert"}  # heads too
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    with pytest.raises(ValueError, match="goes with phase=2"):
+        config_args.load(f"configs/bert.py:phase=1,init={workdir}")
+    with pytest.raises(ValueError, match="not a pretraining workdir"):
+        (tmp_path / "cls").mkdir()
+        (tmp_path / "cls" / "config.json").write_text(json.dumps(config.to_dict()))
+        config_args.load(f"configs/bert.py:phase=2,init={tmp_path / 'cls'}")
+    assert config_args.load("configs/bert.py:base,phase=1").num_train_steps == 900_000
+
     # The exported folder is itself a valid init (Hugging Face folder).
     again = _glue(f"task=rte,init={out},max_seq_len=16,batch_size=8")
     assert dict(again.model)["d_model"] == 32
