@@ -55,6 +55,14 @@ def constrain(x: jax.Array, names: Sequence[str]) -> jax.Array:
     return nn.with_logical_constraint(x, tuple(names))
 
 
+def lookup(table: jax.Array, ids: jax.Array, row_axis: str) -> jax.Array:
+    """Rows `ids` of an embedding table. Its 'embed' (fsdp) shards are all-gathered first, as FSDP
+    does for every weight; left to itself, XLA's SPMD partitioner can only turn a gather from an
+    embed-sharded table into batch-sharded rows by replicating both ("involuntary full
+    rematerialization"). A row axis sharded over 'tensor' (the vocabulary) stays sharded."""
+    return jnp.take(constrain(table, (row_axis, None)), ids, axis=0)
+
+
 class DenseGeneral(nn.Module):
     """y = x . W + b contracting the last len(in_shape) axes of x; named kernel axes."""
 
@@ -201,7 +209,7 @@ class TokenEmbed(nn.Module):
         )
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding, ids, axis=0).astype(self.config.compute_dtype)
+        return lookup(self.embedding, ids, "vocab").astype(self.config.compute_dtype)
 
     def attend(self, x: jax.Array) -> jax.Array:
         dtype = self.config.compute_dtype
@@ -236,7 +244,7 @@ class InputEmbedding(nn.Module):
                 (cfg.max_len, cfg.d_model),
                 cfg.weight_dtype,
             )
-            x = x + jnp.take(table, positions, axis=0).astype(x.dtype)
+            x = x + lookup(table, positions, "position").astype(x.dtype)
         if cfg.type_vocab_size > 0:
             table = self.param(
                 "token_type_embedding",
@@ -246,7 +254,7 @@ class InputEmbedding(nn.Module):
             )
             if token_types is None:
                 token_types = jnp.zeros_like(ids)
-            x = x + jnp.take(table, token_types, axis=0).astype(x.dtype)
+            x = x + lookup(table, token_types, "token_type").astype(x.dtype)
         if cfg.embed_layernorm:
             x = layer_norm(cfg, "layernorm")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=self.deterministic)
