@@ -27,9 +27,13 @@ VARIANTS = {
 }
 
 
+def _phase_one_path(init: str) -> str:
+    return os.path.join(os.path.abspath(os.path.expanduser(init)), "config.json")
+
+
 def _phase_one(init: str) -> dict:
     """The config.json of a phase-1 pretraining workdir (phase 2 continues its model and vocabulary)."""
-    path = os.path.join(os.path.abspath(os.path.expanduser(init)), "config.json")
+    path = _phase_one_path(init)
     if not os.path.isfile(path):
         raise ValueError(f"phase=2 needs init=<a phase-1 pretraining workdir of ours>; {path} not found")
     with open(path) as f:
@@ -135,7 +139,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.init = ""  # phase 2: the phase-1 workdir (init_from.py)
     config.init_heads = False  # phase 2: the pretraining heads come from init too, not only params['bert']
     if args["phase"] == 1:
-        config.num_train_steps = 30 if small else 900_000
+        config.num_train_steps = 270 if small else 900_000
     elif args["phase"] == 2:
         src = _phase_one(args["init"])
         small = src.get("variant") == "tiny"
@@ -144,6 +148,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         for key in ("dataset", "vocab", "lowercase", "unk_marker"):
             if key in src.get("data", {}):
                 d[key] = src["data"][key]
+        learned = os.path.join(os.path.dirname(_phase_one_path(args["init"])), "vocab.txt")
+        if str(d.vocab).startswith("train:") and os.path.isfile(learned):
+            d.vocab = learned  # the vocabulary phase 1 learned (train.keep_learned_vocab)
         config.init = os.path.abspath(os.path.expanduser(args["init"]))
         config.init_heads = True
         d.max_seq_len = 2 * int(src["data"]["max_seq_len"]) if small else 512

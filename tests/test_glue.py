@@ -365,6 +365,12 @@ def test_pretraining_workdir_init_and_export(devices, tmp_path):
         (tmp_path / "cls" / "config.json").write_text(json.dumps(config.to_dict()))
         config_args.load(f"configs/bert.py:phase=2,init={tmp_path / 'cls'}")
     assert config_args.load("configs/bert.py:base,phase=1").num_train_steps == 900_000
+    assert config_args.load("configs/bert.py:tiny,phase=1").num_train_steps == 270  # 90% of tiny's 300
+    # A learned phase-1 vocabulary: phase 2 reads the copy in the workdir.
+    learned = dict(pre.to_dict(), data=dict(pre.data.to_dict(), vocab="train:8000"))
+    (workdir / "config.json").write_text(json.dumps(learned))
+    (workdir / "vocab.txt").write_text("[PAD]\n")
+    assert config_args.load(f"configs/bert.py:phase=2,init={workdir}").data.vocab == str(workdir / "vocab.txt")
 
     # The exported folder is itself a valid init (Hugging Face folder).
     again = _glue(f"task=rte,init={out},max_seq_len=16,batch_size=8")
