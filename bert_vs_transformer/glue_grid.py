@@ -110,7 +110,8 @@ def _metric_names(task: str) -> tuple[str, ...]:
     return metrics.GLUE_METRICS[task]
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value, nan for none)."""
     vals = [float(v) for v in values]
     if not vals:
         return float("nan"), float("nan")
@@ -162,7 +163,7 @@ def report(points: Sequence[Point], status: dict[str, str] | None = None) -> tup
         done = by_lr.get(lr, [])
         agg = {"lr": lr, "seeds": len(done)}
         for m in names + ("glue_score",):
-            agg[m], agg[m + "_std"] = _mean_std([r[m] for r in done])
+            agg[m], agg[m + "_std"] = mean_std([r[m] for r in done])
         per_lr.append(agg)
         cells = [f"{agg[m]:.4f} ± {agg[m + '_std']:.4f}" if done else "" for m in names]
         score = f"{agg['glue_score']:.4f}" if done else ""

@@ -27,20 +27,17 @@ VARIANTS = {
 }
 
 
-def _phase_one_path(init: str) -> str:
-    return os.path.join(os.path.abspath(os.path.expanduser(init)), "config.json")
-
-
-def _phase_one(init: str) -> dict:
-    """The config.json of a phase-1 pretraining workdir (phase 2 continues its model and vocabulary)."""
-    path = _phase_one_path(init)
+def _phase_one(init: str) -> tuple[dict, str]:
+    """(config.json, absolute path) of a phase-1 pretraining workdir (phase 2 continues its model and vocabulary)."""
+    workdir = os.path.abspath(os.path.expanduser(init))
+    path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         raise ValueError(f"phase=2 needs init=<a phase-1 pretraining workdir of ours>; {path} not found")
     with open(path) as f:
         src = json.load(f)
     if src.get("task") != "pretraining":
         raise ValueError(f"phase=2: {init!r} is a {src.get('task')!r} run, not a pretraining workdir")
-    return src
+    return src, workdir
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -141,17 +138,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if args["phase"] == 1:
         config.num_train_steps = 270 if small else 900_000
     elif args["phase"] == 2:
-        src = _phase_one(args["init"])
+        src, workdir = _phase_one(args["init"])
         small = src.get("variant") == "tiny"
         config.variant = src.get("variant", config.variant)
         config.model = ml_collections.ConfigDict(src["model"])  # phase 1's architecture and vocabulary
         for key in ("dataset", "vocab", "lowercase", "unk_marker"):
             if key in src.get("data", {}):
                 d[key] = src["data"][key]
-        learned = os.path.join(os.path.dirname(_phase_one_path(args["init"])), "vocab.txt")
+        learned = os.path.join(workdir, "vocab.txt")
         if str(d.vocab).startswith("train:") and os.path.isfile(learned):
             d.vocab = learned  # the vocabulary phase 1 learned (train.keep_learned_vocab)
-        config.init = os.path.abspath(os.path.expanduser(args["init"]))
+        config.init = workdir
         config.init_heads = True
         d.max_seq_len = 2 * int(src["data"]["max_seq_len"]) if small else 512
         d.max_predictions_per_seq = 2 * int(src["data"]["max_predictions_per_seq"]) if small else 80

@@ -66,14 +66,6 @@ def _run(cmd: list[str], log_path: str) -> tuple[int, float]:
     return rc, time.time() - start
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std
-
-
 def report(results: dict[str, dict[int, float | None]], args) -> tuple[str, dict]:
     """Markdown + JSON summary; accuracies in points (0-100)."""
     seeds = list(range(args.seeds))
@@ -85,7 +77,7 @@ def report(results: dict[str, dict[int, float | None]], args) -> tuple[str, dict
                "seeds": seeds, "runs": {}, "mean": {}, "std": {}}
     for name, label in (("ours", "ours (JAX/Flax)"), ("torch", "transformers (PyTorch)")):
         vals = [100 * results[name][s] for s in seeds if results[name].get(s) is not None]
-        mean, std = _mean_std(vals)
+        mean, std = glue_grid.mean_std(vals)
         cells = [f"{100 * results[name][s]:.2f}" if results[name].get(s) is not None else "-" for s in seeds]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean:.2f} ± {std:.2f} ({len(vals)} seeds) |")
         summary["runs"][name] = {str(s): results[name].get(s) for s in seeds}
