@@ -2,6 +2,7 @@
 and PNG plots (learning curves; one bar chart per metric, a bar per row).
 
     python -m experiments.report experiments/<name>.py[:args] [--root=DIR] [--out=DIR] [--no_plots]
+        [--set=FIELD=VALUE ...]  # the same --set as the sweep was run with
 
 Writes <out>/<sweep>.md and <out>/<sweep>_*.png (out: <root>/<sweep>/report) and prints the
 markdown. A cell is the run's last logged value of the metric (its final evaluation); a row fed by
@@ -20,7 +21,7 @@ import sys
 from typing import Any, Mapping, Sequence
 
 from experiments import status as status_lib
-from experiments.sweep import Job, Metric, Row, Sweep, default_root, format_value, load_sweep
+from experiments.sweep import Job, Metric, Row, Sweep, default_root, format_value, load_sweep, parse_set
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,10 +147,14 @@ def markdown_table(sweep: Sweep, results: Mapping[str, RunResult]) -> str:
     return "\n".join(lines)
 
 
-def render(sweep: Sweep, results: Mapping[str, RunResult], plots: Sequence[str] = ()) -> str:
+def render(sweep: Sweep, results: Mapping[str, RunResult], plots: Sequence[str] = (),
+           extra: Mapping[str, Any] | None = None) -> str:
     parts = [f"# {sweep.title or sweep.name}", ""]
     if sweep.notes:
         parts += [sweep.notes.strip(), ""]
+    if extra:
+        sets = " ".join(f"--set={k}={format_value(v)}" for k, v in extra.items())
+        parts += [f"Every run with `{sets}` (after its own overrides).", ""]
     parts += [markdown_table(sweep, results), ""]
     legend = ["`*`: value from an unfinished run", "`-`: no value yet"]
     if sweep.baseline:
@@ -247,14 +252,16 @@ def _styles(sweep: Sweep, jobs: Sequence[Job]) -> dict[str, tuple[str, str]]:
     return out
 
 
-def report(sweep: Sweep, root: str, out_dir: str | None = None, plots: bool = True) -> tuple[str, list[str]]:
-    """Writes the markdown (and plots); returns (markdown, paths written)."""
-    jobs = sweep.expand(root)
+def report(sweep: Sweep, root: str, out_dir: str | None = None, plots: bool = True,
+           extra: Mapping[str, Any] | None = None) -> tuple[str, list[str]]:
+    """Writes the markdown (and plots); returns (markdown, paths written). `extra`: the `--set`
+    overrides the sweep was run with (they decide when a run is finished, and are listed)."""
+    jobs = sweep.expand(root, extra)
     results = collect(jobs)
     out_dir = out_dir or os.path.join(root, sweep.name, "report")
     os.makedirs(out_dir, exist_ok=True)
     pngs = plot(sweep, results, out_dir) if plots else []
-    text = render(sweep, results, pngs)
+    text = render(sweep, results, pngs, extra)
     md = os.path.join(out_dir, f"{sweep.name}.md")
     with open(md, "w") as f:
         f.write(text)
@@ -267,9 +274,12 @@ def main(argv=None) -> int:
     parser.add_argument("--root", default=None, help="workdir root (default $BVT_SWEEP_ROOT or workdirs/)")
     parser.add_argument("--out", default=None, help="output folder (default <root>/<sweep>/report)")
     parser.add_argument("--no_plots", action="store_true", help="markdown only (no matplotlib needed)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="the --set overrides the sweep was run with (repeatable), as experiments.run")
     args = parser.parse_args(argv)
     try:
         sweep = load_sweep(args.sweep)
+        extra = dict(parse_set(s) for s in args.set)
     except (ValueError, FileNotFoundError, AttributeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -279,7 +289,7 @@ def main(argv=None) -> int:
         except ImportError:
             print("error: the plots need matplotlib (pip install matplotlib); or pass --no_plots", file=sys.stderr)
             return 2
-    text, paths = report(sweep, os.path.abspath(args.root or default_root()), args.out, not args.no_plots)
+    text, paths = report(sweep, os.path.abspath(args.root or default_root()), args.out, not args.no_plots, extra)
     print(text)
     print("wrote: " + ", ".join(paths), file=sys.stderr)
     return 0

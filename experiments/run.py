@@ -18,7 +18,7 @@ import os
 import sys
 
 from experiments import status as status_lib
-from experiments.sweep import check_job, default_root, load_sweep
+from experiments.sweep import check_job, default_root, load_sweep, parse_set
 from launch import common
 
 
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         sweep = load_sweep(args.sweep)
-        extra = dict(_parse_set(s) for s in args.set)
+        extra = dict(parse_set(s) for s in args.set)
         root = os.path.abspath(args.root or default_root())
         jobs = sweep.expand(root, extra)
         selected = select(jobs, args.only)
@@ -109,16 +109,6 @@ def _group(problems: dict[str, str]) -> dict[str, list[str]]:
     for name, problem in problems.items():
         grouped.setdefault(problem, []).append(name)
     return grouped
-
-
-def _parse_set(item: str) -> tuple[str, str]:
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    if key.startswith("config."):
-        key = key[len("config."):]
-    if not sep or not key:
-        raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
-    return key, value
 
 
 if __name__ == "__main__":

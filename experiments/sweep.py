@@ -257,6 +257,17 @@ def load_sweep(spec: str) -> Sweep:
     return module.get_sweep(arg or None)
 
 
+def parse_set(item: str) -> tuple[str, str]:
+    """A `--set=FIELD=VALUE` item (FIELD may start with `config.`) as (field, value)."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if key.startswith("config."):
+        key = key[len("config."):]
+    if not sep or not key:
+        raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+    return key, value
+
+
 def default_root() -> str:
     return os.environ.get("BVT_SWEEP_ROOT") or os.path.join(REPO_ROOT, DEFAULT_ROOT)
 

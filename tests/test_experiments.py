@@ -326,6 +326,23 @@ def test_report_from_metrics_files(tmp_path, capsys):
         assert f"![{p}]({p})" in md
 
 
+def test_report_of_a_sweep_run_with_set(tmp_path, capsys):
+    """A sweep run with --set=num_train_steps=500 is finished at 500 only if the report is told."""
+    root = tmp_path / "runs"
+    _fake_run(root / "vaswani_table3" / "base", 500, {500: {"eval_perplexity": 20.0, "eval_bleu": 9.5}}, [500])
+    base_row = lambda md: next(l for l in md.splitlines() if l.startswith("|  | `base`"))  # noqa: E731
+    args = ["experiments/vaswani_table3.py", f"--root={root}", "--no_plots"]
+    assert report.main(args + [f"--out={tmp_path / 'a'}"]) == 0
+    md = capsys.readouterr().out
+    assert base_row(md).endswith("| 20.00* | 25.8 | 9.5* | 500/8000 |") and "--set" not in md
+    assert report.main(args + [f"--out={tmp_path / 'b'}", "--set=num_train_steps=500",
+                               "--set=config.data.batch_size=64"]) == 0
+    md = capsys.readouterr().out
+    assert base_row(md).endswith("| 20.00 | 25.8 | 9.5 | done |")
+    assert "Every run with `--set=num_train_steps=500 --set=data.batch_size=64`" in md
+    assert report.main(args + ["--set=oops"]) == 2
+
+
 def test_report_best_of_a_learning_rate_grid(tmp_path):
     root = tmp_path / "runs"
     sweep = load_sweep("experiments/glue_finetune.py")
