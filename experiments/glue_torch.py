@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     order: list[int] = []
     model.train()
     start = time.time()
-    losses = []
+    window = torch.zeros((), device=device)  # loss summed on the device: no host sync per step
     for step in range(1, steps + 1):
         if len(order) < args.batch_size:  # a fresh permutation per epoch (the last partial batch carries over)
             order += gen.permutation(len(train_x)).tolist()
@@ -123,10 +123,12 @@ def main(argv=None) -> int:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(out.loss.detach()))
+        window += out.loss.detach()
         if step % 50 == 0 or step == steps:
             el = time.time() - start
-            print(f"step {step}/{steps} | loss {np.mean(losses[-50:]):.4f} | lr {sched.get_last_lr()[0]:.2e} | "
+            mean_loss = float(window) / (step - 50 * ((step - 1) // 50))
+            window.zero_()
+            print(f"step {step}/{steps} | loss {mean_loss:.4f} | lr {sched.get_last_lr()[0]:.2e} | "
                   f"{step / el:.2f} steps/s | ETA {(steps - step) * el / step:.0f} s", file=sys.stderr, flush=True)
     result = {"trainer": f"transformers {transformers.__version__} / torch {torch.__version__}", "task": "sst2",
               "seed": args.seed, "lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
