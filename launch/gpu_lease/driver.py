@@ -8,7 +8,9 @@ min(its own limit, time left - the reserve kept for the commands after it), then
 saves a checkpoint and stops) and SIGKILL 40 s later. Logs and metrics (no checkpoints) go to
 $OUT/results.tgz every 40 s and at the end, so a lease cut short still returns what finished.
 SMOKE=1 shrinks every job to a few steps (checks the chain on a CPU). Default job set: issues 5
-and 6 (Multi30k runs, MiniLM SST-2 side by side, CoLA/RTE); JOBSET=sweep: Multi30k levers.
+and 6 (Multi30k runs, MiniLM SST-2 side by side, CoLA/RTE); JOBSET=sweep: six Multi30k levers
+(too many at once: they spent the lease compiling); JOBSET=levers: four full Multi30k schedules
+with test BLEU, and the PyTorch half of the SST-2 side-by-side.
 Seen on an H200 lease (2026-11-26): with 6-9 processes at once, XLA compilation (autotuning,
 ptxas) took 2-4 minutes per process before the first step; budget for it or run fewer at once.
 """
@@ -81,6 +83,17 @@ if os.environ.get("JOBSET") == "sweep":  # multi30k: which lever makes the small
         ("sw_pre", sweep_job("sw_pre", ["--config.model.norm_position=pre"], 400)),
         ("sw_drop01", sweep_job("sw_drop01", ["--config.model.dropout_rate=0.1"], 400)),
         ("sw_pre_lr1", sweep_job("sw_pre_lr1", ["--config.model.norm_position=pre", "--config.optimizer.lr_scale=1.0"], 400)),
+    ]
+if os.environ.get("JOBSET") == "levers":  # planned next: 4 full multi30k schedules + the PyTorch side-by-side half
+    JOBS = [
+        ("m30k_base", m30k_job("m30k_base", [], 420)),
+        ("m30k_drop01", m30k_job("m30k_drop01", ["--config.model.dropout_rate=0.1"], 420)),
+        ("m30k_b256", m30k_job("m30k_b256", ["--config.data.batch_size=256"], 420)),
+        ("m30k_b256_drop01", m30k_job("m30k_b256_drop01", ["--config.data.batch_size=256",
+                                                           "--config.model.dropout_rate=0.1"], 420)),
+        ("sst2_torch_s0", torch_job("sst2_torch_s0", 0, LR, 420)),
+        ("sst2_torch_s1", torch_job("sst2_torch_s1", 1, LR, 420)),
+        ("sst2_torch_s2", torch_job("sst2_torch_s2", 2, LR, 420)),
     ]
 ONLY = os.environ.get("ONLY")
 if ONLY:
