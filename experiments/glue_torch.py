@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     order: list[int] = []
     model.train()
     start = time.time()
-    window = torch.zeros((), device=device)  # loss summed on the device: no host sync per step
+    window, window_steps = torch.zeros((), device=device), 0  # loss summed on the device: no per-step host sync
     for step in range(1, steps + 1):
         if len(order) < args.batch_size:  # a fresh permutation per epoch (the last partial batch carries over)
             order += gen.permutation(len(train_x)).tolist()
@@ -124,10 +124,12 @@ def main(argv=None) -> int:
         sched.step()
         opt.zero_grad(set_to_none=True)
         window += out.loss.detach()
+        window_steps += 1
         if step % 50 == 0 or step == steps:
             el = time.time() - start
-            mean_loss = float(window) / (step - 50 * ((step - 1) // 50))
+            mean_loss = float(window) / window_steps
             window.zero_()
+            window_steps = 0
             print(f"step {step}/{steps} | loss {mean_loss:.4f} | lr {sched.get_last_lr()[0]:.2e} | "
                   f"{step / el:.2f} steps/s | ETA {(steps - step) * el / step:.0f} s", file=sys.stderr, flush=True)
     result = {"trainer": f"transformers {transformers.__version__} / torch {torch.__version__}", "task": "sst2",

@@ -1,7 +1,7 @@
 """Runs a prioritised job list concurrently on one leased GPU under a hard deadline.
 
     (on the device, from the repo root; see launch/gpu_lease/run.sh, which calls this)
-    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=sweep] [ONLY=name,name] [SMOKE=1] python3 driver.py
+    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers] [ONLY=name,name] [SMOKE=1] python3 driver.py
 
 At most CONC jobs run at once, started in list order. A job is a chain of commands; each gets
 min(its own limit, time left - the reserve kept for the commands after it), then SIGTERM (main.py
@@ -30,13 +30,18 @@ glue = "configs/glue.py"
 def left():
     return DEADLINE - (time.time() - T0)
 
-def m30k_job(name, extra, train_s):
+def m30k_job(name, extra, train_s, test=True):
+    """Train; with test, then beam-4 test BLEU of the last checkpoint and of the last-5 average."""
     wd = f"{W}/{name}"
     sm = ["--config.num_train_steps=40", "--config.eval_every_steps=20", "--config.checkpoint_every_steps=8",
           "--config.log_every_steps=10", "--config.eval_bleu_max_examples=16"] if SMOKE else []
     mx = ["--max_examples=16"] if SMOKE else []
+    train = ([PY, "-m", "bert_vs_transformer.main", f"--config={m30}", f"--workdir={wd}"] + extra + sm,
+             train_s, 80 if test else 0)
+    if not test:
+        return [train]
     return [
-        ([PY, "-m", "bert_vs_transformer.main", f"--config={m30}", f"--workdir={wd}"] + extra + sm, train_s, 80),
+        train,
         ([PY, "-m", "bert_vs_transformer.translate", f"--workdir={wd}", "--evaluate_split=test",
           "--beam_size=4", f"--output={wd}/test_last.de"] + mx, 90, 0),
         ([PY, "-m", "bert_vs_transformer.average_checkpoints", f"--workdir={wd}", "--last=5"], 60, 0),
@@ -55,37 +60,34 @@ def torch_job(name, seed, lr, train_s):
               "--max_seq_len=128", "--threads=1", f"--output={W}/{name}/result.json"] + sm, train_s, 0)]
 
 LR = os.environ.get("SST2_LR", "5e-5")
-JOBS = [  # priority order; each: name, [(argv, max seconds, reserve seconds kept for the steps after)]
-    ("m30k_a", m30k_job("m30k_a", [], 330)),
-    ("sst2_ours_s0", glue_job("sst2_ours_s0", f"task=sst2,init=minilm,lr={LR},seed=0", 400)),
-    ("sst2_torch_s0", torch_job("sst2_torch_s0", 0, LR, 400)),
-    ("m30k_b", m30k_job("m30k_b", ["--config.num_train_steps=16000"], 330)),
-    ("sst2_ours_s1", glue_job("sst2_ours_s1", f"task=sst2,init=minilm,lr={LR},seed=1", 400)),
-    ("sst2_torch_s1", torch_job("sst2_torch_s1", 1, LR, 400)),
-    ("sst2_ours_s2", glue_job("sst2_ours_s2", f"task=sst2,init=minilm,lr={LR},seed=2", 400)),
-    ("sst2_torch_s2", torch_job("sst2_torch_s2", 2, LR, 400)),
-    ("m30k_c", m30k_job("m30k_c", ["--config.model.d_model=256", "--config.model.d_ff=1024"], 330)),
-    ("cola_minilm", glue_job("cola_minilm", "task=cola,init=minilm,lr=1e-4", 300)),
-    ("rte_minilm", glue_job("rte_minilm", "task=rte,init=minilm,lr=1e-4", 300)),
-    ("sst2_ours_2e-5_s0", glue_job("sst2_ours_2e-5_s0", "task=sst2,init=minilm,lr=2e-5,seed=0", 400)),
-    ("sst2_ours_1e-4_s0", glue_job("sst2_ours_1e-4_s0", "task=sst2,init=minilm,lr=1e-4,seed=0", 400)),
-]
-def sweep_job(name, extra, train_s):
-    sm = ["--config.num_train_steps=30", "--config.eval_every_steps=15", "--config.eval_bleu_max_examples=16"] if SMOKE else []
-    return [([PY, "-m", "bert_vs_transformer.main", f"--config={m30}", f"--workdir={W}/{name}",
-              "--config.checkpoint_every_steps=100000"] + extra + sm, train_s, 0)]
-
-if os.environ.get("JOBSET") == "sweep":  # multi30k: which lever makes the small model learn faster
-    JOBS = [
-        ("sw_base", sweep_job("sw_base", [], 400)),
-        ("sw_lr1", sweep_job("sw_lr1", ["--config.optimizer.lr_scale=1.0"], 400)),
-        ("sw_lr05", sweep_job("sw_lr05", ["--config.optimizer.lr_scale=0.5"], 400)),
-        ("sw_pre", sweep_job("sw_pre", ["--config.model.norm_position=pre"], 400)),
-        ("sw_drop01", sweep_job("sw_drop01", ["--config.model.dropout_rate=0.1"], 400)),
-        ("sw_pre_lr1", sweep_job("sw_pre_lr1", ["--config.model.norm_position=pre", "--config.optimizer.lr_scale=1.0"], 400)),
-    ]
-if os.environ.get("JOBSET") == "levers":  # planned next: 4 full multi30k schedules + the PyTorch side-by-side half
-    JOBS = [
+JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds kept for the steps after)]
+    "issues5_6": [  # lease 1 of 2026-11-26
+        ("m30k_a", m30k_job("m30k_a", [], 330)),
+        ("sst2_ours_s0", glue_job("sst2_ours_s0", f"task=sst2,init=minilm,lr={LR},seed=0", 400)),
+        ("sst2_torch_s0", torch_job("sst2_torch_s0", 0, LR, 400)),
+        ("m30k_b", m30k_job("m30k_b", ["--config.num_train_steps=16000"], 330)),
+        ("sst2_ours_s1", glue_job("sst2_ours_s1", f"task=sst2,init=minilm,lr={LR},seed=1", 400)),
+        ("sst2_torch_s1", torch_job("sst2_torch_s1", 1, LR, 400)),
+        ("sst2_ours_s2", glue_job("sst2_ours_s2", f"task=sst2,init=minilm,lr={LR},seed=2", 400)),
+        ("sst2_torch_s2", torch_job("sst2_torch_s2", 2, LR, 400)),
+        ("m30k_c", m30k_job("m30k_c", ["--config.model.d_model=256", "--config.model.d_ff=1024"], 330)),
+        ("cola_minilm", glue_job("cola_minilm", "task=cola,init=minilm,lr=1e-4", 300)),
+        ("rte_minilm", glue_job("rte_minilm", "task=rte,init=minilm,lr=1e-4", 300)),
+        ("sst2_ours_2e-5_s0", glue_job("sst2_ours_2e-5_s0", "task=sst2,init=minilm,lr=2e-5,seed=0", 400)),
+        ("sst2_ours_1e-4_s0", glue_job("sst2_ours_1e-4_s0", "task=sst2,init=minilm,lr=1e-4,seed=0", 400)),
+    ],
+    "sweep": [  # lease 2: which lever makes the small multi30k model learn faster
+        (n, m30k_job(n, ["--config.checkpoint_every_steps=100000"] + extra, 400, test=False))
+        for n, extra in [
+            ("sw_base", []),
+            ("sw_lr1", ["--config.optimizer.lr_scale=1.0"]),
+            ("sw_lr05", ["--config.optimizer.lr_scale=0.5"]),
+            ("sw_pre", ["--config.model.norm_position=pre"]),
+            ("sw_drop01", ["--config.model.dropout_rate=0.1"]),
+            ("sw_pre_lr1", ["--config.model.norm_position=pre", "--config.optimizer.lr_scale=1.0"]),
+        ]
+    ],
+    "levers": [  # planned next: 4 full multi30k schedules + the PyTorch side-by-side half
         ("m30k_base", m30k_job("m30k_base", [], 420)),
         ("m30k_drop01", m30k_job("m30k_drop01", ["--config.model.dropout_rate=0.1"], 420)),
         ("m30k_b256", m30k_job("m30k_b256", ["--config.data.batch_size=256"], 420)),
@@ -94,7 +96,12 @@ if os.environ.get("JOBSET") == "levers":  # planned next: 4 full multi30k schedu
         ("sst2_torch_s0", torch_job("sst2_torch_s0", 0, LR, 420)),
         ("sst2_torch_s1", torch_job("sst2_torch_s1", 1, LR, 420)),
         ("sst2_torch_s2", torch_job("sst2_torch_s2", 2, LR, 420)),
-    ]
+    ],
+}
+JOBSET = os.environ.get("JOBSET", "issues5_6")
+if JOBSET not in JOBSETS:
+    sys.exit(f"unknown JOBSET={JOBSET!r}; choose from {sorted(JOBSETS)}")
+JOBS = JOBSETS[JOBSET]
 ONLY = os.environ.get("ONLY")
 if ONLY:
     JOBS = [j for j in JOBS if j[0] in ONLY.split(",")]
