@@ -1,7 +1,7 @@
 """Runs a prioritised job list concurrently on one leased GPU under a hard deadline.
 
     (on the device, from the repo root; see launch/gpu_lease/run.sh, which calls this)
-    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers] [ONLY=name,name] [SMOKE=1] python3 driver.py
+    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6] [ONLY=name,name] [SMOKE=1] python3 driver.py
 
 At most CONC jobs run at once, started in list order. A job is a chain of commands; each gets
 min(its own limit, time left - the reserve kept for the commands after it), then SIGTERM (main.py
@@ -10,7 +10,9 @@ $OUT/results.tgz every 40 s and at the end, so a lease cut short still returns w
 SMOKE=1 shrinks every job to a few steps (checks the chain on a CPU). Default job set: issues 5
 and 6 (Multi30k runs, MiniLM SST-2 side by side, CoLA/RTE); JOBSET=sweep: six Multi30k levers
 (too many at once: they spent the lease compiling); JOBSET=levers: four full Multi30k schedules
-with test BLEU, and the PyTorch half of the SST-2 side-by-side.
+with test BLEU, and the PyTorch half of the SST-2 side-by-side; JOBSET=bert6: that PyTorch half,
+and a small BERT pretrained here then fine-tuned on the five tasks beside a random init of it
+(jobs in NEEDS wait for a file before taking a slot).
 Seen on an H200 lease (2026-11-26): with 6-9 processes at once, XLA compilation (autotuning,
 ptxas) took 2-4 minutes per process before the first step; budget for it or run fewer at once.
 """
@@ -60,6 +62,21 @@ def torch_job(name, seed, lr, train_s):
               "--max_seq_len=128", "--threads=1", f"--output={W}/{name}/result.json"] + sm, train_s, 0)]
 
 LR = os.environ.get("SST2_LR", "5e-5")
+
+def pretrain_job(name, variant, extra, train_s):
+    """Pretrain on the local corpus (learned 8k WordPiece), then mark the workdir DONE for the
+    fine-tuning jobs that need it (SIGTERM at the limit saves a checkpoint: it still counts)."""
+    wd = f"{W}/{name}"
+    sm = ["--config.num_train_steps=20", "--config.eval_every_steps=10", "--config.checkpoint_every_steps=10",
+          "--config.log_every_steps=5", "--config.data.dupe_factor=1", "--config.data.batch_size=8"] if SMOKE else []
+    return [([PY, "-m", "bert_vs_transformer.main", f"--config=configs/bert.py:{variant}", f"--workdir={wd}",
+              "--config.data.vocab=train:8000", "--config.model.vocab_size=8000"] + extra + sm, train_s, 30),
+            (["touch", f"{wd}/DONE"], 30, 0)]
+
+def finetune_job(name, task, init, pt, lr, train_s):
+    """GLUE fine-tuning from a pretraining workdir of ours (init=pt) or a random init of its architecture."""
+    spec = f"task={task},lr={lr}," + (f"init={W}/{pt}" if init == "pt" else f"init=scratch,arch={W}/{pt}")
+    return glue_job(name, spec, train_s)
 JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds kept for the steps after)]
     "issues5_6": [  # lease 1 of 2026-11-26
         ("m30k_a", m30k_job("m30k_a", [], 330)),
@@ -97,7 +114,23 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
         ("sst2_torch_s1", torch_job("sst2_torch_s1", 1, LR, 420)),
         ("sst2_torch_s2", torch_job("sst2_torch_s2", 2, LR, 420)),
     ],
+    # Issue 6: the PyTorch half of the side-by-side, and a small BERT (4/512) pretrained for
+    # ~4 min, then both inits (ours / random, same architecture and vocab) on the five tasks.
+    "bert6": [
+        ("sst2_torch_s0", torch_job("sst2_torch_s0", 0, LR, 480)),
+        ("sst2_torch_s1", torch_job("sst2_torch_s1", 1, LR, 480)),
+        ("sst2_torch_s2", torch_job("sst2_torch_s2", 2, LR, 480)),
+        ("pt_small", pretrain_job("pt_small", "small", [
+            "--config.model.dtype=bfloat16", "--config.num_train_steps=8000", "--config.optimizer.learning_rate=5e-4",
+            "--config.optimizer.warmup_steps=500", "--config.data.dupe_factor=4", "--config.data.masking=dynamic",
+            "--config.eval_every_steps=1000", "--config.checkpoint_every_steps=1000"], 250)),
+    ] + [
+        (f"{t}_{i}", finetune_job(f"{t}_{i}", t, i, "pt_small", "1e-4", 200))
+        for t in ("rte", "mrpc", "stsb", "cola", "sst2") for i in ("pt", "scratch")
+    ],
 }
+# A job waits for this file before it takes a slot (fine-tuning waits for its pretraining).
+NEEDS = {n: f"{W}/pt_small/DONE" for n, _ in JOBSETS["bert6"] if n.endswith(("_pt", "_scratch"))}
 JOBSET = os.environ.get("JOBSET", "issues5_6")
 if JOBSET not in JOBSETS:
     sys.exit(f"unknown JOBSET={JOBSET!r}; choose from {sorted(JOBSETS)}")
@@ -164,22 +197,25 @@ def packer():
             log(f"pack failed: {e}")
 
 threading.Thread(target=packer, daemon=True).start()
-sem = threading.Semaphore(CONC)
+sem = threading.Semaphore(CONC)  # CPython wakes waiters in FIFO order: list order among ready jobs
 threads = []
 for name, steps in JOBS:
-    sem.acquire()
-    if left() < 90:
-        sem.release()
-        status[name] = "not started (no time)"
-        continue
     def go(n=name, s=steps):
+        need = NEEDS.get(n)
+        while need and not os.path.exists(need) and left() > 90:
+            time.sleep(2)
+        sem.acquire()
         try:
+            if left() < 90:
+                status[n] = "not started (no time)"
+                return
             run_job(n, s)
         finally:
             sem.release()
     th = threading.Thread(target=go)
     th.start()
     threads.append(th)
+    time.sleep(0.2)  # keep the list order at the semaphore
 for th in threads:
     th.join()
 log("all done")

