@@ -104,8 +104,14 @@ _PAPER_NAMES = {"model.num_heads": "h", "model.head_dim": "d_k", "model.num_enco
 
 
 def get_sweep(arg: str | None = None) -> Sweep:
-    args = config_args.parse(arg, {"config": CONFIG})
+    """arg: `config=<spec>` (default CONFIG) and `p_drop=<rate>`: the base row's dropout for every
+    run (rows (D) step from it), e.g. p_drop=0.3, the multi30k config's value when the committed CPU
+    run was made; -1 = the config's own."""
+    args = config_args.parse(arg, {"config": CONFIG, "p_drop": -1.0})
     base = config_args.load(args["config"])
+    pinned = {}
+    if args["p_drop"] >= 0:
+        base.model.dropout_rate = pinned["model.dropout_rate"] = args["p_drop"]
     if base.model.head_dim:
         raise ValueError("rows (A)/(C) assume the base config leaves model.head_dim unset (d_model / h)")
     runs, rows = [], []
@@ -120,7 +126,7 @@ def get_sweep(arg: str | None = None) -> Sweep:
         runs=runs,
         rows=rows,
         # The paper's Table 3 BLEU is beam search (beam 4, alpha 0.6) without checkpoint averaging.
-        overrides={"eval_bleu_beam_size": 4},
+        overrides={"eval_bleu_beam_size": 4, **pinned},
         metrics=[
             Metric("PPL (dev)", ("eval_perplexity",), paper="ppl", fmt=".2f", higher_is_better=False),
             Metric("BLEU (dev)", ("eval_bleu",), paper="bleu", fmt=".1f"),

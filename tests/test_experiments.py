@@ -77,6 +77,14 @@ def test_product_zip_and_refs(tmp_path):
         Sweep("s", "c.py", [Run("a"), Run("a")])
 
 
+def test_vaswani_table3_p_drop_pins_the_base_dropout(tmp_path):
+    """p_drop=0.3 sets every run's dropout, and rows (D) step from it (0 stays 0, +0.1 -> 0.4)."""
+    jobs = {j.name: dict(j.overrides) for j in load_sweep("experiments/vaswani_table3.py:p_drop=0.3").expand(str(tmp_path))}
+    assert jobs["base"]["model.dropout_rate"] == 0.3 and jobs["A_h1"]["model.dropout_rate"] == 0.3
+    assert jobs["D_drop0.0"]["model.dropout_rate"] == 0.0
+    assert jobs["D_drop0.2"]["model.dropout_rate"] == 0.4
+
+
 def test_vaswani_table3_rows_match_the_paper(tmp_path, capsys):
     sweep = load_sweep("experiments/vaswani_table3.py")
     jobs = sweep.expand(str(tmp_path))
