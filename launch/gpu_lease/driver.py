@@ -73,8 +73,12 @@ def pretrain_job(name, variant, extra, train_s):
               "--config.data.vocab=train:8000", "--config.model.vocab_size=8000"] + extra + sm, train_s, 30),
             (["touch", f"{wd}/DONE"], 30, 0)]
 
+NEEDS = {}  # job name -> a file the job waits for before it takes a slot
+
 def finetune_job(name, task, init, pt, lr, train_s):
-    """GLUE fine-tuning from a pretraining workdir of ours (init=pt) or a random init of its architecture."""
+    """GLUE fine-tuning from a pretraining workdir of ours (init=pt) or a random init of its
+    architecture; either way it waits for that pretraining job's DONE."""
+    NEEDS[name] = f"{W}/{pt}/DONE"
     spec = f"task={task},lr={lr}," + (f"init={W}/{pt}" if init == "pt" else f"init=scratch,arch={W}/{pt}")
     return glue_job(name, spec, train_s)
 JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds kept for the steps after)]
@@ -129,8 +133,6 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
         for t in ("rte", "mrpc", "stsb", "cola", "sst2") for i in ("pt", "scratch")
     ],
 }
-# A job waits for this file before it takes a slot (fine-tuning waits for its pretraining).
-NEEDS = {n: f"{W}/pt_small/DONE" for n, _ in JOBSETS["bert6"] if n.endswith(("_pt", "_scratch"))}
 JOBSET = os.environ.get("JOBSET", "issues5_6")
 if JOBSET not in JOBSETS:
     sys.exit(f"unknown JOBSET={JOBSET!r}; choose from {sorted(JOBSETS)}")
