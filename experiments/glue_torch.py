@@ -11,6 +11,11 @@ AdamW (b1 0.9, b2 0.999, eps 1e-6, weight decay 0.01 except biases and LayerNorm
 over 10% of ceil(epochs x 67,349 / batch) steps then linear decay to 0, global-norm clipping at 1.0,
 dropout 0.1, sequences truncated to max_seq_len, each batch padded to its longest row. Dev accuracy
 is computed on all 872 dev sentences (or the first --max_eval_examples) and written as JSON.
+
+Preemption: every --checkpoint_every steps, on SIGTERM/SIGINT, and at --stop_after_steps the whole
+training state (weights, AdamW moments, schedule, the epoch order, numpy and torch RNG states) is written
+to --checkpoint (default OUTPUT.ckpt.pt); the same command resumes from it and continues the identical
+run (tests/test_glue_torch.py checks the losses match an uninterrupted run). Exit code 3 = stopped early.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import time
+
+STOPPED = 3  # exit code of a run that saved its state and stopped before the last step
 
 
 def read_tsv(path: str) -> tuple[list[str], list[int]]:
@@ -59,9 +67,16 @@ def main(argv=None) -> int:
     parser.add_argument("--data_dir", default=os.environ.get("BVT_DATA_DIR", ""), help="default $BVT_DATA_DIR")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     parser.add_argument("--output", default="", help="write the result JSON here (also printed)")
+    parser.add_argument("--checkpoint", default="", help="training-state file (default OUTPUT.ckpt.pt; none without "
+                        "--output); resumed from when it exists")
+    parser.add_argument("--checkpoint_every", type=int, default=1000, help="steps between state saves (0 = only on "
+                        "SIGTERM/SIGINT and --stop_after_steps)")
+    parser.add_argument("--stop_after_steps", type=int, default=0, help="save the state and exit (code 3) after this "
+                        "step: a run split over several sessions")
     args = parser.parse_args(argv)
     if not args.data_dir:
         parser.error("set --data_dir or $BVT_DATA_DIR (the folder holding glue/SST-2/)")
+    ckpt_path = args.checkpoint or (os.path.splitext(args.output)[0] + ".ckpt.pt" if args.output else "")
 
     import numpy as np
     import torch
@@ -110,10 +125,42 @@ def main(argv=None) -> int:
 
     gen = np.random.default_rng(args.seed)
     order: list[int] = []
+    # What must match for a saved state to continue this run (data and model are fixed by the script).
+    recipe = {k: getattr(args, k) for k in ("seed", "lr", "epochs", "batch_size", "max_seq_len")}
+    first, prior_seconds = 1, 0.0
+    if ckpt_path and os.path.isfile(ckpt_path):
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if state["recipe"] != recipe:
+            raise SystemExit(f"{ckpt_path} is a run with {state['recipe']}, not {recipe}: delete it or pass another "
+                             "--checkpoint")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:  # dropout draws from the CUDA generator there
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        order, first, prior_seconds = list(state["order"]), state["step"] + 1, state["train_seconds"]
+        print(f"resumed from {ckpt_path} at step {state['step']}/{steps}", file=sys.stderr, flush=True)
+
+    def save(step: int) -> None:
+        if not ckpt_path:
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(ckpt_path)), exist_ok=True)
+        tmp = ckpt_path + ".tmp"
+        torch.save({"recipe": recipe, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "numpy_rng": gen.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), "order": order,
+                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                    "train_seconds": prior_seconds + time.time() - start}, tmp)
+        os.replace(tmp, ckpt_path)  # a kill mid-write leaves the previous state intact
+
+    stop_requested = []
+    handlers = {sig: signal.signal(sig, lambda *_: stop_requested.append(1)) for sig in (signal.SIGTERM, signal.SIGINT)}
     model.train()
     start = time.time()
     window, window_steps = torch.zeros((), device=device), 0  # loss summed on the device: no per-step host sync
-    for step in range(1, steps + 1):
+    for step in range(first, steps + 1):
         if len(order) < args.batch_size:  # a fresh permutation per epoch (the last partial batch carries over)
             order += gen.permutation(len(train_x)).tolist()
         idx, order = order[: args.batch_size], order[args.batch_size:]
@@ -130,17 +177,32 @@ def main(argv=None) -> int:
             mean_loss = float(window) / window_steps
             window.zero_()
             window_steps = 0
+            done = step - first + 1
             print(f"step {step}/{steps} | loss {mean_loss:.4f} | lr {sched.get_last_lr()[0]:.2e} | "
-                  f"{step / el:.2f} steps/s | ETA {(steps - step) * el / step:.0f} s", file=sys.stderr, flush=True)
+                  f"{done / el:.2f} steps/s | ETA {(steps - step) * el / done:.0f} s", file=sys.stderr, flush=True)
+        if step < steps and (stop_requested or step == args.stop_after_steps):
+            save(step)
+            print(f"stopped at step {step}/{steps}" + (f"; state in {ckpt_path}: rerun the same command to resume"
+                  if ckpt_path else " (no --output/--checkpoint: nothing saved)"), file=sys.stderr, flush=True)
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+            return STOPPED
+        if args.checkpoint_every and step % args.checkpoint_every == 0 and step < steps:
+            save(step)
+    for sig, h in handlers.items():
+        signal.signal(sig, h)
     result = {"trainer": f"transformers {transformers.__version__} / torch {torch.__version__}", "task": "sst2",
               "seed": args.seed, "lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
               "max_seq_len": args.max_seq_len, "steps": steps, "dev_examples": len(dev_x),
-              "eval_accuracy": evaluate(), "train_seconds": round(time.time() - start, 1), "device": str(device)}
+              "eval_accuracy": evaluate(), "train_seconds": round(prior_seconds + time.time() - start, 1),
+              "resumed_at_step": first - 1, "last_step_loss": float(out.loss.detach()), "device": str(device)}
     print(json.dumps(result))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as f:
             json.dump(result, f, indent=1)
+    if ckpt_path and os.path.isfile(ckpt_path):
+        os.remove(ckpt_path)  # the result is written; the 270 MB state is no longer needed
     return 0
 
 

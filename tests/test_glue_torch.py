@@ -57,3 +57,24 @@ def test_torch_trainer_runs_a_few_steps(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["steps"] == math.ceil(0.0003 * 67349 / 8) and r["dev_examples"] == 16
     assert 0.0 <= r["eval_accuracy"] <= 1.0 and np.isclose(r["eval_accuracy"] * 16, round(r["eval_accuracy"] * 16))
+
+
+def test_torch_trainer_resumes_to_the_uninterrupted_run(tmp_path):
+    """Stopped after step 2 (state saved) and rerun: the same last-step loss and dev accuracy as one run."""
+    pytest.importorskip("torch")
+    import json
+
+    common = ["--epochs=0.0005", "--batch_size=8", "--max_eval_examples=16", "--threads=2", "--lr=1e-4",
+              f"--data_dir={os.environ['BVT_DATA_DIR']}"]  # 5 steps
+    whole, split = tmp_path / "whole.json", tmp_path / "split.json"
+    assert glue_torch.main(common + [f"--output={whole}"]) == 0
+    assert glue_torch.main(common + [f"--output={split}", "--stop_after_steps=2"]) == glue_torch.STOPPED
+    assert not split.exists() and (tmp_path / "split.ckpt.pt").exists()
+    with pytest.raises(SystemExit, match="not"):  # a different recipe refuses the saved state
+        glue_torch.main(common + [f"--output={split}", "--seed=1"])
+    assert glue_torch.main(common + [f"--output={split}"]) == 0
+    a, b = json.loads(whole.read_text()), json.loads(split.read_text())
+    assert a["steps"] == b["steps"] == 5 and b["resumed_at_step"] == 2 and a["resumed_at_step"] == 0
+    assert b["last_step_loss"] == pytest.approx(a["last_step_loss"], rel=1e-5)
+    assert b["eval_accuracy"] == a["eval_accuracy"]
+    assert not (tmp_path / "split.ckpt.pt").exists()  # removed once the result is written
