@@ -11,6 +11,9 @@ rerunning the command completes a partial comparison. The report (printed, and R
 results.json) gives every run, each trainer's mean ± sample std, and ours minus theirs; issue 6
 asks for |difference of the means| <= 0.7 points at the paper's recipe (3 epochs, 3 seeds).
 `--epochs` below 3 gives a cheaper comparison (e.g. on a CPU) that the report labels as such.
+`--ours_workdirs=D0,D1,D2` takes our side from finished runs elsewhere (e.g. the committed H200 runs in
+experiments/results/h200_2026-11-26/lease1/sst2_ours_s*), after checking each one's config.json is this
+recipe with seed k; a torch JSON whose recipe differs from the arguments is refused likewise.
 """
 
 from __future__ import annotations
@@ -46,16 +49,39 @@ def torch_command(seed: int, args, output: str) -> list[str]:
     return cmd
 
 
-def ours_result(workdir: str) -> float | None:
+def _check(where: str, got: dict, want: dict) -> None:
+    bad = {k: (got.get(k), v) for k, v in want.items()
+           if not (got.get(k) == v or (isinstance(v, float) and isinstance(got.get(k), (int, float))
+                                       and math.isclose(got[k], v, rel_tol=1e-9)))}
+    if bad:
+        raise SystemExit(f"{where} is not this comparison's recipe: " +
+                         ", ".join(f"{k} = {g!r}, expected {w!r}" for k, (g, w) in bad.items()))
+
+
+def ours_result(workdir: str, seed: int | None = None, args=None) -> float | None:
     rec = glue_grid.run_result(workdir)
-    return None if rec is None else float(rec["eval_accuracy"])
+    if rec is None:
+        return None
+    if args is not None:  # a run made elsewhere: its config must be this recipe
+        with open(os.path.join(workdir, "config.json")) as f:
+            c = json.load(f)
+        _check(workdir, {"task": c.get("glue_task"), "init": c.get("init"), "seed": c.get("seed"),
+                         "lr": c["optimizer"]["learning_rate"], "epochs": float(c.get("epochs", "nan")),
+                         "batch_size": c["data"]["batch_size"], "max_seq_len": c["data"]["max_seq_len"]},
+               {"task": "sst2", "init": "minilm", "seed": seed, "lr": args.lr, "epochs": float(args.epochs),
+                "batch_size": args.batch_size, "max_seq_len": args.max_seq_len})
+    return float(rec["eval_accuracy"])
 
 
-def torch_result(path: str) -> float | None:
+def torch_result(path: str, seed: int | None = None, args=None) -> float | None:
     if not os.path.isfile(path):
         return None
     with open(path) as f:
-        return float(json.load(f)["eval_accuracy"])
+        r = json.load(f)
+    if args is not None:
+        _check(path, r, {"seed": seed, "lr": args.lr, "epochs": float(args.epochs), "batch_size": args.batch_size,
+                         "max_seq_len": args.max_seq_len})
+    return float(r["eval_accuracy"])
 
 
 def _run(cmd: list[str], log_path: str) -> tuple[int, float]:
@@ -100,19 +126,30 @@ def main(argv=None) -> int:
     parser.add_argument("--max_eval_examples", type=int, default=0, help="0 = all 872 (smoke tests only)")
     parser.add_argument("--only", choices=["", "ours", "torch"], default="", help="run one trainer only")
     parser.add_argument("--report_only", action="store_true")
+    parser.add_argument("--ours_workdirs", default="", help="comma-separated finished workdirs of ours, seed 0 first "
+                        "(instead of running ROOT/ours/seed<k>)")
     args = parser.parse_args(argv)
     root = os.path.abspath(args.root)
+    ours_dirs = [os.path.abspath(d) for d in args.ours_workdirs.split(",") if d]
+    if ours_dirs and len(ours_dirs) != args.seeds:
+        parser.error(f"--ours_workdirs lists {len(ours_dirs)} workdirs for --seeds={args.seeds}")
     results: dict[str, dict[int, float | None]] = {"ours": {}, "torch": {}}
     failed = False
     for seed in range(args.seeds):
-        wd, out = os.path.join(root, "ours", f"seed{seed}"), os.path.join(root, "torch", f"seed{seed}.json")
-        for name, get, cmd, log in (("ours", lambda: ours_result(wd), ours_command(seed, args, wd), wd + ".log"),
-                                    ("torch", lambda: torch_result(out), torch_command(seed, args, out),
+        wd = ours_dirs[seed] if ours_dirs else os.path.join(root, "ours", f"seed{seed}")
+        out = os.path.join(root, "torch", f"seed{seed}.json")
+        for name, get, cmd, log in (("ours", lambda: ours_result(wd, seed, args), ours_command(seed, args, wd),
+                                     wd + ".log"),
+                                    ("torch", lambda: torch_result(out, seed, args), torch_command(seed, args, out),
                                      out[:-5] + ".log")):
-            if get() is None and not args.report_only and args.only in ("", name):
+            if name == "ours" and ours_dirs:
+                if get() is None:
+                    raise SystemExit(f"--ours_workdirs: {wd} holds no finished run")
+            elif get() is None and not args.report_only and args.only in ("", name):
                 print(f"[{name} seed {seed}] running (log: {log})", flush=True)
                 rc, secs = _run(cmd, log)
-                print(f"[{name} seed {seed}] exit {rc} in {secs:.0f} s", flush=True)
+                print(f"[{name} seed {seed}] exit {rc} in {secs:.0f} s" + (
+                    " (stopped early, state saved: rerun to resume)" if name == "torch" and rc == 3 else ""), flush=True)
                 failed |= rc != 0
             results[name][seed] = get()
     md, summary = report(results, args)

@@ -78,3 +78,26 @@ def test_torch_trainer_resumes_to_the_uninterrupted_run(tmp_path):
     assert b["last_step_loss"] == pytest.approx(a["last_step_loss"], rel=1e-5)
     assert b["eval_accuracy"] == a["eval_accuracy"]
     assert not (tmp_path / "split.ckpt.pt").exists()  # removed once the result is written
+
+
+def test_side_by_side_takes_our_committed_runs_and_checks_recipes(tmp_path, capsys):
+    """The H200 runs of ours (committed) as our side; a torch JSON of another recipe is refused."""
+    import json
+
+    lease = os.path.join(config_args.REPO_ROOT, "experiments", "results", "h200_2026-11-26", "lease1")
+    ours = ",".join(os.path.join(lease, f"sst2_ours_s{k}") for k in range(3))
+    (tmp_path / "torch").mkdir()
+    rec = dict(seed=0, lr=5e-5, epochs=3.0, batch_size=32, max_seq_len=128, eval_accuracy=0.9)
+    (tmp_path / "torch" / "seed0.json").write_text(json.dumps(rec))
+    argv = [f"--root={tmp_path}", "--lr=5e-5", "--report_only", f"--ours_workdirs={ours}"]
+    assert sst2_side_by_side.main(argv) == 0
+    s = json.loads((tmp_path / "results.json").read_text())
+    assert [round(100 * s["runs"]["ours"][k], 2) for k in "012"] == [90.02, 89.91, 89.22]
+    assert s["runs"]["torch"] == {"0": 0.9, "1": None, "2": None}
+    with pytest.raises(SystemExit, match="expected 2e-05"):  # our runs were lr 5e-5
+        sst2_side_by_side.main([f"--root={tmp_path}", "--lr=2e-5", "--report_only", f"--ours_workdirs={ours}"])
+    (tmp_path / "torch" / "seed0.json").write_text(json.dumps(dict(rec, epochs=1.0)))
+    with pytest.raises(SystemExit, match="epochs = 1.0, expected 3.0"):
+        sst2_side_by_side.main(argv)
+    with pytest.raises(SystemExit):  # one workdir per seed
+        sst2_side_by_side.main(argv[:-1] + [f"--ours_workdirs={lease}/sst2_ours_s0"])
