@@ -181,16 +181,16 @@ def main(argv=None) -> int:
             print(f"step {step}/{steps} | loss {mean_loss:.4f} | lr {sched.get_last_lr()[0]:.2e} | "
                   f"{done / el:.2f} steps/s | ETA {(steps - step) * el / done:.0f} s", file=sys.stderr, flush=True)
         if step < steps and (stop_requested or step == args.stop_after_steps):
-            save(step)
-            print(f"stopped at step {step}/{steps}" + (f"; state in {ckpt_path}: rerun the same command to resume"
-                  if ckpt_path else " (no --output/--checkpoint: nothing saved)"), file=sys.stderr, flush=True)
-            for sig, h in handlers.items():
-                signal.signal(sig, h)
-            return STOPPED
+            break
         if args.checkpoint_every and step % args.checkpoint_every == 0 and step < steps:
             save(step)
     for sig, h in handlers.items():
         signal.signal(sig, h)
+    if step < steps:  # stopped early
+        save(step)
+        print(f"stopped at step {step}/{steps}" + (f"; state in {ckpt_path}: rerun the same command to resume"
+              if ckpt_path else " (no --output/--checkpoint: nothing saved)"), file=sys.stderr, flush=True)
+        return STOPPED
     result = {"trainer": f"transformers {transformers.__version__} / torch {torch.__version__}", "task": "sst2",
               "seed": args.seed, "lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
               "max_seq_len": args.max_seq_len, "steps": steps, "dev_examples": len(dev_x),

@@ -27,6 +27,7 @@ import sys
 import time
 
 from bert_vs_transformer import config_args, glue_grid
+from experiments import glue_torch
 
 TARGET_POINTS = 0.7  # issue 6: our mean within 0.7 accuracy points of theirs
 
@@ -148,8 +149,9 @@ def main(argv=None) -> int:
             elif get() is None and not args.report_only and args.only in ("", name):
                 print(f"[{name} seed {seed}] running (log: {log})", flush=True)
                 rc, secs = _run(cmd, log)
-                print(f"[{name} seed {seed}] exit {rc} in {secs:.0f} s" + (
-                    " (stopped early, state saved: rerun to resume)" if name == "torch" and rc == 3 else ""), flush=True)
+                resumable = name == "torch" and rc == glue_torch.STOPPED
+                print(f"[{name} seed {seed}] exit {rc} in {secs:.0f} s"
+                      + (" (stopped early, state saved: rerun to resume)" if resumable else ""), flush=True)
                 failed |= rc != 0
             results[name][seed] = get()
     md, summary = report(results, args)
