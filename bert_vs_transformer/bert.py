@@ -17,7 +17,7 @@ from bert_vs_transformer.model_config import ModelConfig
 
 
 class BertEncoder(nn.Module):
-    """Embeddings + encoder layers + pooler (tanh dense on the first token, [CLS])."""
+    """Embeddings + encoder layers + pooler (tanh dense on [CLS]; `pooling` picks another summary)."""
 
     config: ModelConfig
     deterministic: bool = True
@@ -37,13 +37,18 @@ class BertEncoder(nn.Module):
         )
         if not self.config.pooler:
             return hidden, None
-        if self.config.pooling == "last":  # under causal attention only the last token sees all
+        pooling = self.config.pooling
+        if pooling in ("last", "mean"):
             valid = layers.default_padding(input_ids, attention_mask, segmentation)
+        if pooling == "last":  # under causal attention only the last token sees all
             last = jnp.maximum(jnp.sum(valid, axis=1) - 1, 0)
-            first = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+            summary = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+        elif pooling == "mean":  # Sentence-BERT's mean over real tokens (Reimers & Gurevych 2019, 3)
+            w = valid.astype(hidden.dtype)[..., None]
+            summary = jnp.sum(hidden * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1)
         else:
-            first = hidden[:, 0]
-        return hidden, jnp.tanh(self.pooler(first))
+            summary = hidden[:, 0]
+        return hidden, jnp.tanh(self.pooler(summary))
 
 
 class MaskedLMHead(nn.Module):

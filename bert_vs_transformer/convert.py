@@ -66,6 +66,9 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
         problems.append("BERT embeddings need learned positions, no sqrt(d) scale, an embedding LayerNorm")
     if cfg.norm_position != "post" or not cfg.use_bias or cfg.qkv_dim * cfg.num_heads != cfg.d_model:
         problems.append("BERT layers need post-LN, biases and head_dim = d_model / num_heads")
+    if cfg.causal or cfg.pooling != "first":
+        problems.append("BERT attends bidirectionally and pools the first token ([CLS]); "
+                        f"got causal={cfg.causal}, pooling={cfg.pooling!r}")
     if problems:
         raise ValueError("config has no BERT equivalent: " + "; ".join(problems))
     return {

@@ -12,7 +12,7 @@ POSITIONALS = ("sinusoidal", "learned")
 NORM_POSITIONS = ("post", "pre")
 INITIALIZERS = ("xavier", "bert")
 ATTENTION_KERNELS = ("xla", "cudnn")
-POOLINGS = ("first", "last")
+POOLINGS = ("first", "last", "mean")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attention_out")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -42,7 +42,7 @@ class ModelConfig:
     share_embeddings: bool = True  # one matrix for source, target and pre-softmax (Vaswani 3.4)
     initializer: str = "xavier"  # xavier: Glorot kernels, N(0, d^-1/2) embeddings; bert: N(0, 0.02)
     pooler: bool = False  # tanh pooler on the first token (BERT)
-    pooling: str = "first"  # token the pooler reads: first ([CLS]) or last real token (causal LTR)
+    pooling: str = "first"  # pooler input: first token ([CLS]), last real token (causal LTR), or mean of real tokens
     causal: bool = False  # causal encoder self-attention: BERT Table 5's left-to-right LM
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # master weights

@@ -1,13 +1,14 @@
 """BERT Table 5's ablation options: a causal encoder never looks ahead, the 'last' pooler reads
-the last real token, nsp_weight=0 drops NSP, and the LTR objective is next-token cross-entropy on
+the last real token (and the 'mean' pooler the mean of the real tokens), nsp_weight=0 drops NSP, and the LTR objective is next-token cross-entropy on
 the unmasked text (checked against a hand computation from the model's logits)."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from bert_vs_transformer import bert, config_args, synthetic_data, tasks
+from bert_vs_transformer import bert, config_args, convert, synthetic_data, tasks
 
 
 def _cfg(**model):
@@ -48,6 +49,32 @@ def test_last_token_pooling():
     for row, last in ((0, 3), (1, 5)):
         expected = np.tanh(np.asarray(hidden[row, last]) @ np.asarray(p["kernel"]) + np.asarray(p["bias"]))
         np.testing.assert_allclose(np.asarray(pooled[row]), expected, atol=1e-5)
+
+
+def test_mean_pooling_averages_real_tokens_only():
+    config = _cfg(pooling="mean")
+    mcfg = tasks.get_task(config).model_config
+    params = _params(config)
+    ids = jnp.array([[2, 7, 8, 3, 0, 0], [2, 9, 10, 11, 12, 3]])
+    hidden, pooled = bert.encode(mcfg, params, ids, None, ids != 0)
+    p = params["bert"]["pooler"]
+    for row, n in ((0, 4), (1, 6)):  # by hand: mean of the first n hidden states, then tanh(dense)
+        mean = np.asarray(hidden[row, :n]).mean(axis=0)
+        expected = np.tanh(mean @ np.asarray(p["kernel"]) + np.asarray(p["bias"]))
+        np.testing.assert_allclose(np.asarray(pooled[row]), expected, atol=1e-5)
+    # Extra padding changes nothing; [CLS] pooling of the same weights gives another vector.
+    _, unpadded = bert.encode(mcfg, params, ids[:1, :4], None, ids[:1, :4] != 0)
+    np.testing.assert_allclose(np.asarray(unpadded[0]), np.asarray(pooled[0]), atol=1e-5)
+    _, first = bert.encode(mcfg.replace(pooling="first"), params, ids, None, ids != 0)
+    assert not np.allclose(np.asarray(first), np.asarray(pooled), atol=1e-3)
+
+
+def test_hf_export_refuses_what_bert_cannot_express():
+    for fields in ({"pooling": "mean"}, {"pooling": "last", "causal": True}):
+        mcfg = tasks.get_task(_cfg(**fields)).model_config
+        with pytest.raises(ValueError, match="no BERT equivalent"):
+            convert.config_to_hf(mcfg)
+    assert convert.config_to_hf(tasks.get_task(_cfg()).model_config)["model_type"] == "bert"
 
 
 def _loss(config, params, batch):
