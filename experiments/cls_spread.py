@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     import jax.numpy as jnp
 
     from bert_vs_transformer import bert, tasks, translation_eval
-    from bert_vs_transformer.data import sources, wordpiece
+    from bert_vs_transformer.data import pipelines, sources, wordpiece
 
     config, params, step = translation_eval.load_run(args.workdir, None)
     cfg = tasks.get_task(config).model_config
@@ -57,10 +57,7 @@ def main(argv=None) -> None:
     rows, _ = sources.read_lines(path)
     sentences = [line.split("\t")[3] for _, line in rows][: args.n]
     encoded = [tok.encode_pair(s)[0] for s in sentences]
-    ids = np.zeros((len(encoded), max(map(len, encoded))), np.int32)
-    for i, e in enumerate(encoded):
-        ids[i, : len(e)] = e
-    ids = jnp.asarray(ids)
+    ids = jnp.asarray(pipelines._pad(encoded, max(map(len, encoded))))
     mask = ids != 0
     random = nn.unbox(bert.BertForPreTraining(cfg).init(jax.random.PRNGKey(args.seed), ids[:2], None, mask[:2])["params"])
     for name, p in ((f"{args.workdir} step {step}", params), (f"random init (seed {args.seed})", random)):

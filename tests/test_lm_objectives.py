@@ -1,6 +1,7 @@
 """BERT Table 5's ablation options: a causal encoder never looks ahead, the 'last' pooler reads
-the last real token (and the 'mean' pooler the mean of the real tokens), nsp_weight=0 drops NSP, and the LTR objective is next-token cross-entropy on
-the unmasked text (checked against a hand computation from the model's logits)."""
+the last real token (the 'mean' pooler the mean of the real tokens), nsp_weight=0 drops NSP, and
+the LTR objective is next-token cross-entropy on the unmasked text (checked against a hand
+computation from the model's logits)."""
 
 import flax.linen as nn
 import jax
