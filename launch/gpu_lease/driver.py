@@ -1,7 +1,7 @@
 """Runs a prioritised job list concurrently on one leased GPU under a hard deadline.
 
     (on the device, from the repo root; see launch/gpu_lease/run.sh, which calls this)
-    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] python3 driver.py
+    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] python3 driver.py
 
 At most CONC jobs run at once, started in list order. A job is a chain of commands; each gets
 min(its own limit, time left - the reserve kept for the commands after it), then SIGTERM (main.py
@@ -12,7 +12,8 @@ and 6 (Multi30k runs, MiniLM SST-2 side by side, CoLA/RTE); JOBSET=sweep: six Mu
 (too many at once: they spent the lease compiling); JOBSET=levers: four full Multi30k schedules
 with test BLEU, and the PyTorch half of the SST-2 side-by-side; JOBSET=bert6: that PyTorch half,
 and a small BERT pretrained here then fine-tuned on the five tasks beside a random init of it
-(jobs in NEEDS wait for a file before taking a slot).
+(jobs in NEEDS wait for a file before taking a slot); JOBSET=bench: the small BERT's pretraining
+step timed with and without XLA autotuning (lease 3 ran it at 5.95 steps/s with autotuning off).
 Seen on an H200 lease (2026-11-26): with 6-9 processes at once, XLA compilation (autotuning,
 ptxas) took 2-4 minutes per process before the first step; budget for it or run fewer at once.
 """
@@ -148,6 +149,16 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
                                      "epochs=1" if t == "sst2" else "epochs=4,batch_size=16",
                                      min_s=70 if t in ("sst2", "cola") else 45))
         for lr in ("1e-4", "3e-4") for t in ("rte", "mrpc", "stsb", "cola", "sst2")
+    ],
+    # Why lease 3's pretraining ran at 5.95 steps/s: one process at a time (no contention), the small
+    # BERT's pretraining step on a synthetic batch, with and without autotuning, bf16 and fp32.
+    "bench": [
+        ("bench_small", [(["env", f"XLA_FLAGS={flags}", PY, "-m", "bert_vs_transformer.benchmark",
+                           "--config=configs/bert.py:small", f"--config.model.dtype={dtype}",
+                           "--config.model.vocab_size=8000", "--seq_len=128"] +
+                          (["--batch_size=8", "--steps=2", "--warmup=1"] if SMOKE else ["--batch_size=256", "--steps=50", "--warmup=3"]), 120, 0)
+                         for flags, dtype in [("", "bfloat16"), ("--xla_gpu_autotune_level=0", "bfloat16"),
+                                              ("", "float32")]]),
     ],
 }
 JOBSET = os.environ.get("JOBSET", "issues5_6")
