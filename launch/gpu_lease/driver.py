@@ -164,6 +164,9 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
                            "--config.model.vocab_size=8000", "--seq_len=128"] +
                           (["--batch_size=8", "--steps=2", "--warmup=1"] if SMOKE else ["--batch_size=256", "--steps=50", "--warmup=3"]), 120, 0)
                          for flags, dtype in [("", "bfloat16"), ("--xla_gpu_autotune_level=0", "bfloat16"),
+                                              # no autotuning, GEMMs on cuBLAS's heuristics instead of a
+                                              # default Triton tiling: fast compilation without the slow kernels?
+                                              ("--xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false", "bfloat16"),
                                               ("", "float32")]]),
     ],
 }
