@@ -10,7 +10,8 @@ fed through `partitioning.global_batch_from_local`. One synthetic batch (random 
 padding; for pretraining P random distinct masked positions per sequence with weight 1) is placed
 on the devices once and reused, so the timing holds no host-to-device input transfer. The warm-up
 steps (at least one: it compiles) are excluded; the timed steps are dispatched back to back and
-synchronised once at the end.
+synchronised once at the end. `--profile_dir=D` then traces `--profile_steps` more steps with
+`jax.profiler` into D and logs where the step's time goes (profile_summary.py; D/summary.md).
 
 `--seq_len` sets config.data.max_len (translation: source and target) or config.data.max_seq_len;
 for pretraining it also scales max_predictions_per_seq in proportion (20 at 128 -> 80 at 512, as
@@ -58,6 +59,9 @@ def define_flags() -> None:
     flags.DEFINE_string("task", None, "translation | pretraining | classification, if the config names none.")
     flags.DEFINE_integer("max_predictions", None, "Masked positions per sequence (pretraining).")
     flags.DEFINE_integer("grad_accum_steps", None, "Microbatches per step; default config.grad_accum_steps or 1.")
+    flags.DEFINE_string("profile_dir", None, "After timing, trace --profile_steps more steps with jax.profiler "
+                        "into this directory and log the top kernels per step (profile_summary.py).")
+    flags.DEFINE_integer("profile_steps", 3, "Steps traced with --profile_dir (not part of the timing).")
 
 
 DATA_MODULES = ("tensorflow_datasets", "grain", "tensorflow")
@@ -154,8 +158,10 @@ def peak_memory_gb() -> float | None:
     return max(peaks) / 1e9 if peaks else None
 
 
-def run(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = None) -> dict[str, Any]:
-    """Benchmarks the prepared config; returns the result record."""
+def run(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = None,
+        profile_dir: str | None = None, profile_steps: int = 3) -> dict[str, Any]:
+    """Benchmarks the prepared config; returns the result record. With `profile_dir`, then traces
+    `profile_steps` more steps (after the timing, so tracing does not slow the timed steps)."""
     if steps < 1 or warmup < 1:
         raise ValueError(f"--steps ({steps}) and --warmup ({warmup}) must be at least 1 (warm-up compiles)")
     task = tasks.get_task(config)
@@ -184,6 +190,15 @@ def run(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = No
         state, metrics = step(state, batch, rng)
     jax.block_until_ready((state, metrics))
     t2 = time.perf_counter()
+    profile = None
+    if profile_dir:
+        if profile_steps < 1:
+            raise ValueError(f"--profile_steps ({profile_steps}) must be at least 1")
+        with jax.profiler.trace(profile_dir):
+            for _ in range(profile_steps):
+                state, metrics = step(state, batch, rng)
+            jax.block_until_ready((state, metrics))
+        profile = _profile_record(profile_dir, profile_steps)
 
     step_time = (t2 - t1) / steps
     flops_per_step = flops.step_flops(config, batch_size)
@@ -224,7 +239,30 @@ def run(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = No
         "data_modules_imported": sorted(m for m in DATA_MODULES if m in sys.modules),
         "config": config.to_dict(),
     }
+    if profile is not None:
+        record["profile"] = profile
     return record
+
+
+def _profile_record(profile_dir: str, profile_steps: int) -> dict[str, Any]:
+    """The trace's summary (logged as tables, written to profile_dir/summary.{md,json}), compact."""
+    from bert_vs_transformer import profile_summary
+
+    try:
+        summary = profile_summary.summarize(profile_summary.load(profile_dir), profile_steps, top=25)
+    except (FileNotFoundError, ValueError) as e:  # e.g. a profiler build that writes only xplane.pb
+        logging.warning("profile: %s", e)
+        return {"dir": profile_dir, "error": str(e)}
+    table = profile_summary.format_summary(summary)
+    logging.info("profile of %d steps (%s):\n%s", profile_steps, profile_dir, table)
+    with open(f"{profile_dir}/summary.md", "w") as f:
+        f.write(table + "\n")
+    with open(f"{profile_dir}/summary.json", "w") as f:
+        json.dump(summary, f, indent=1)
+    busiest = summary["timelines"][0] if summary["timelines"] else {"top": []}
+    return {"dir": profile_dir, "steps": profile_steps, "timeline": [busiest.get("process"), busiest.get("thread")],
+            "busy_ms_per_step": busiest.get("busy_ms_per_step"),
+            "top5": [[r["name"][:80], round(r["ms_per_step"], 4)] for r in busiest["top"][:5]]}
 
 
 def _version(module: str) -> str | None:
@@ -242,7 +280,7 @@ def main(argv):
     config = prepare_config(
         FLAGS.config, FLAGS.batch_size, FLAGS.seq_len, FLAGS.task, FLAGS.max_predictions, FLAGS.grad_accum_steps
     )
-    record = run(config, FLAGS.steps, FLAGS.warmup, FLAGS.peak_tflops)
+    record = run(config, FLAGS.steps, FLAGS.warmup, FLAGS.peak_tflops, FLAGS.profile_dir, FLAGS.profile_steps)
     logging.info("benchmark: %.4f s/step, %.1f seq/s", record["step_time_s"], record["seq_per_s"])
     if jax.process_index() == 0:
         print(json.dumps(record, default=str), flush=True)

@@ -158,14 +158,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     total = int(config.num_train_steps)
     progress = run_logging.Progress(total, step)
     preemption = _Preemption()
+    profiler = _StepProfiler(config, workdir, step, is_main)
     pending: list[tuple[int, dict]] = []
     last: dict[str, Any] = {}
     window_start, window_steps = time.time(), 0
     try:
         while step < total:
+            profiler.before(step)
             batch = partitioning.global_batch_from_local(next(data_iter), mesh)
             state, metrics = step_fn(state, batch, rng)
             step += 1
+            profiler.after(step, metrics)
             window_steps += 1
             pending.append((step, metrics))
             stop = preemption.should_stop()
@@ -200,10 +203,50 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 logging.warning("stopping at step %d after a preemption signal", step)
                 break
     finally:
+        profiler.close()
         ckpt.close()
         logger.close()
         preemption.restore()
     return last
+
+
+class _StepProfiler:
+    """config.profile_steps > 0: traces that many steps (input pipeline included) with jax.profiler
+    into WORKDIR/profile, starting config.profile_start_step steps into this run (after compilation),
+    then logs the top kernels per step and writes profile/summary.md (profile_summary.py)."""
+
+    def __init__(self, config, workdir: str, first_step: int, is_main: bool):
+        self.n = int(config.get("profile_steps", 0) or 0)
+        self.start = first_step + int(config.get("profile_start_step", 10) or 0)
+        self.dir = os.path.join(workdir, "profile")
+        self.is_main, self.active = is_main, False
+
+    def before(self, step: int) -> None:
+        if self.n > 0 and step == self.start:
+            jax.profiler.start_trace(self.dir)
+            self.active = True
+
+    def after(self, step: int, metrics) -> None:
+        if self.active and step == self.start + self.n:
+            jax.block_until_ready(metrics)
+            self.close()
+            if self.is_main:
+                from bert_vs_transformer import profile_summary
+
+                try:
+                    summary = profile_summary.summarize(profile_summary.load(self.dir), self.n, top=25)
+                except (FileNotFoundError, ValueError) as e:
+                    logging.warning("profile: %s", e)
+                    return
+                table = profile_summary.format_summary(summary)
+                with open(os.path.join(self.dir, "summary.md"), "w") as f:
+                    f.write(table + "\n")
+                logging.info("profile of steps %d-%d (%s):\n%s", self.start + 1, step, self.dir, table)
+
+    def close(self) -> None:
+        if self.active:
+            self.active = False
+            jax.profiler.stop_trace()
 
 
 def _check_finite(pending) -> None:

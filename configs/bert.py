@@ -64,6 +64,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.nsp_weight = 1.0  # weight of the NSP loss; 0 = "No NSP" (Table 5)
     config.lm_objective = "mlm"  # "mlm", or "ltr": left-to-right LM on unmasked text (Table 5)
     config.grad_accum_steps = 1  # microbatches per step (the same update as the full batch)
+    config.profile_steps = 0  # >0: trace this many steps with jax.profiler into WORKDIR/profile
+    config.profile_start_step = 10  # ...starting this many steps into the run (after compilation)
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
     config.model = m = ml_collections.ConfigDict()

@@ -127,6 +127,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = min(steps_per_epoch, steps)  # once per epoch (and at the end)
     config.keep_checkpoints = 1  # fine-tuning runs are many and short: keep only the latest
     config.grad_accum_steps = 1  # microbatches per step (the same update as the full batch)
+    config.profile_steps = 0  # >0: trace this many steps with jax.profiler into WORKDIR/profile
+    config.profile_start_step = 10  # ...starting this many steps into the run (after compilation)
     config.eval_glue = True  # GLUE dev metrics (glue_eval.py) at every evaluation
     config.eval_max_examples = 0  # >0: GLUE metrics on the first N dev examples only (smoke tests); 0 = all
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # axis sizes, -1 = fill

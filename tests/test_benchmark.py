@@ -57,10 +57,20 @@ def test_transformer_tiny():
     assert rec["config"]["data"]["batch_size"] == 2
 
 
-def test_bert_tiny_pretraining():
+def test_bert_tiny_pretraining(tmp_path):
+    prof = str(tmp_path / "prof")
     rec = _run_benchmark(
         "--config=configs/bert.py:tiny", "--batch_size=2", "--seq_len=16", "--steps=2", "--warmup=1",
+        f"--profile_dir={prof}", "--profile_steps=2",
     )
+    # --profile_dir: a real jax.profiler trace of 2 more steps, summarised (on a CPU: host timelines)
+    assert rec["profile"]["dir"] == prof and rec["profile"]["steps"] == 2, rec["profile"]
+    assert rec["profile"]["busy_ms_per_step"] > 0 and rec["profile"]["top5"]
+    with open(os.path.join(prof, "summary.json")) as f:
+        summary = json.load(f)
+    names = [r["name"] for t in summary["timelines"] for r in t["top"]]
+    assert any("fusion" in n for n in names), names  # XLA's own ops of the step are in the trace
+    assert os.path.getsize(os.path.join(prof, "summary.md")) > 0
     _check_record(rec)
     assert rec["task"] == "pretraining" and rec["seq_len"] == 16
     assert rec["num_masked"] == 2  # 20 per 128 tokens, scaled to 16

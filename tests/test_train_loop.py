@@ -214,9 +214,13 @@ def test_classification_run_writes_metrics_and_tensorboard(tmp_path):
            "--config=configs/bert.py:tiny", "--config.task=classification", "--config.data.dataset=synthetic",
            "--config.data.batch_size=16", "--config.data.max_seq_len=16", "--config.model.vocab_size=64",
            "--config.num_train_steps=4", "--config.log_every_steps=2", "--config.eval_every_steps=4",
-           "--config.checkpoint_every_steps=4"]
+           "--config.checkpoint_every_steps=4", "--config.profile_steps=2", "--config.profile_start_step=1"]
     proc = _run(cmd)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # config.profile_steps: steps 2-3 traced into WORKDIR/profile and summarised
+    assert "profile of steps 2-3" in proc.stderr, proc.stderr[-3000:]
+    with open(os.path.join(workdir, "profile", "summary.md")) as f:
+        assert "ms per step" in f.read()
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
     train = [r for r in records if "loss" in r]

@@ -13,7 +13,8 @@ and 6 (Multi30k runs, MiniLM SST-2 side by side, CoLA/RTE); JOBSET=sweep: six Mu
 with test BLEU, and the PyTorch half of the SST-2 side-by-side; JOBSET=bert6: that PyTorch half,
 and a small BERT pretrained here then fine-tuned on the five tasks beside a random init of it
 (jobs in NEEDS wait for a file before taking a slot); JOBSET=bench: the small BERT's pretraining
-step timed with and without XLA autotuning (lease 3 ran it at 5.95 steps/s with autotuning off).
+step timed with and without XLA autotuning (lease 3 ran it at 5.95 steps/s with autotuning off), each
+variant then profiled for 3 steps (bench_small/prof_<variant>/summary.md: the top kernels per step).
 Seen on an H200 lease (2026-11-26): with 6-9 processes at once, XLA compilation (autotuning,
 ptxas) took 2-4 minutes per process before the first step; budget for it or run fewer at once.
 """
@@ -74,6 +75,8 @@ def pretrain_job(name, variant, extra, train_s):
     wd = f"{W}/{name}"
     sm = ["--config.num_train_steps=20", "--config.eval_every_steps=10", "--config.checkpoint_every_steps=10",
           "--config.log_every_steps=5", "--config.data.dupe_factor=1", "--config.data.batch_size=8"] if SMOKE else []
+    if SMOKE and any(a.startswith("--config.profile_steps=") for a in extra):
+        sm.append("--config.profile_start_step=5")  # the profile path runs in the smoke too
     return [([PY, "-m", "bert_vs_transformer.main", f"--config=configs/bert.py:{variant}", f"--workdir={wd}",
               "--config.data.vocab=train:8000", "--config.model.vocab_size=8000"] + extra + sm, train_s, 30),
             (["touch", f"{wd}/DONE"], 30, 0)]
@@ -146,7 +149,9 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
         ("pt_small", pretrain_job("pt_small", "small", [
             "--config.model.dtype=bfloat16", f"--config.num_train_steps={PT_STEPS}", "--config.optimizer.learning_rate=5e-4",
             "--config.optimizer.warmup_steps=500", "--config.data.dupe_factor=4", "--config.data.masking=dynamic",
-            "--config.data.num_threads=4", "--config.eval_every_steps=1000", "--config.checkpoint_every_steps=1000"],
+            "--config.data.num_threads=4", "--config.eval_every_steps=1000", "--config.checkpoint_every_steps=1000",
+            # 5 steps of the real run traced (pt_small/profile/summary.md): where its step time goes
+            "--config.profile_steps=5", "--config.profile_start_step=50"],
             PT_S)),
     ] + [
         # one chain per task (lease 3 ran one per task and lr, ten processes at once: each then got
@@ -161,13 +166,18 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
     "bench": [
         ("bench_small", [(["env", f"XLA_FLAGS={flags}", PY, "-m", "bert_vs_transformer.benchmark",
                            "--config=configs/bert.py:small", f"--config.model.dtype={dtype}",
-                           "--config.model.vocab_size=8000", "--seq_len=128"] +
+                           "--config.model.vocab_size=8000", "--seq_len=128",
+                           # 3 more steps traced: the kernel table (prof_<name>/summary.md) says where
+                           # the step's time goes, so the next lease need not guess again
+                           f"--profile_dir={W}/bench_small/prof_{name}", "--profile_steps=3"] +
                           (["--batch_size=8", "--steps=2", "--warmup=1"] if SMOKE else ["--batch_size=256", "--steps=50", "--warmup=3"]), 120, 0)
-                         for flags, dtype in [("", "bfloat16"), ("--xla_gpu_autotune_level=0", "bfloat16"),
-                                              # no autotuning, GEMMs on cuBLAS's heuristics instead of a
-                                              # default Triton tiling: fast compilation without the slow kernels?
-                                              ("--xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false", "bfloat16"),
-                                              ("", "float32")]]),
+                         for name, flags, dtype in [
+                             ("default_bf16", "", "bfloat16"),
+                             ("autotune0_bf16", "--xla_gpu_autotune_level=0", "bfloat16"),
+                             # no autotuning, GEMMs on cuBLAS's heuristics instead of a default Triton
+                             # tiling: fast compilation without the slow kernels?
+                             ("autotune0_notriton_bf16", "--xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false", "bfloat16"),
+                             ("default_fp32", "", "float32")]]),
     ],
 }
 JOBSET = os.environ.get("JOBSET", "issues5_6")
