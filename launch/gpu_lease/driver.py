@@ -15,6 +15,8 @@ and a small BERT pretrained here then fine-tuned on the five tasks beside a rand
 (jobs in NEEDS wait for a file before taking a slot); JOBSET=bench: the small BERT's pretraining
 step timed with and without XLA autotuning (lease 3 ran it at 5.95 steps/s with autotuning off), each
 variant then profiled for 3 steps (bench_small/prof_<variant>/summary.md: the top kernels per step).
+run.sh with PICK_FLAGS=1 runs pick_flags.py first: it times that step under each candidate XLA flag
+set and exports the fastest's XLA_FLAGS and the PT_STEPS its rate fits in PT_S.
 Seen on an H200 lease (2026-11-26): with 6-9 processes at once, XLA compilation (autotuning,
 ptxas) took 2-4 minutes per process before the first step; budget for it or run fewer at once.
 """

@@ -12,7 +12,7 @@ SHARED=${SHARED:-../shared}
 TFDS=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
 rm -rf .device && mkdir -p .device /tmp/bvt_payload
 cp -r "$SHARED/device" .device/
-cp launch/gpu_lease/{run.sh,driver.py,expand_minilm.py} .device/
+cp launch/gpu_lease/{run.sh,driver.py,expand_minilm.py,pick_flags.py} .device/
 P=$(mktemp -d /tmp/bvt_payload/XXXX)
 mkdir -p "$P/tfds/bvt_cache" "$P/minilm"
 cp -r "$SHARED/data" "$P/"

@@ -14,4 +14,6 @@ for ds in ${DATASETS:-multi30k sst2 cola rte}; do
   python3 -m bert_vs_transformer.data --dataset=$ds --split=train --show=0 2>&1 | tail -1 | cut -c1-160
 done
 echo "setup took $(( $(date +%s) - T ))s"
+# PICK_FLAGS=1: time the candidates' pretraining step first, export the fastest's XLA_FLAGS and PT_STEPS
+if [ -n "${PICK_FLAGS:-}" ]; then eval "$(python3 .device/pick_flags.py)"; echo "XLA_FLAGS='${XLA_FLAGS:-}' PT_STEPS=${PT_STEPS:-default} after $(( $(date +%s) - T ))s"; fi
 DEADLINE=$(( ${TOTAL:-470} - ($(date +%s) - T) )) python3 .device/driver.py
