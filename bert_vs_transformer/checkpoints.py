@@ -86,3 +86,42 @@ def model_mismatch(saved: dict, current: dict) -> list[str]:
 
 def state_to_host(state: Any) -> Any:
     return jax.device_get(state)
+
+
+def saved_steps(workdir: str) -> list[int]:
+    """Steps with a complete checkpoint in WORKDIR/checkpoints (orbax's unfinished writes carry a
+    suffix, so only all-digit names count); read from the directory, without orbax."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(d) for d in os.listdir(directory) if d.isdigit() and os.path.isdir(os.path.join(directory, d)))
+
+
+def select_step(workdir: str, metric: str = "eval_mlm_loss", mode: str = "min") -> tuple[int | None, str]:
+    """The checkpoint to build on, by a held-out metric in WORKDIR/metrics.jsonl: None (= the latest)
+    while the metric was still improving at its last evaluation; else the saved step where it was
+    best (the run went on past its best: over-fitting a small corpus). -> (step or None, reason)."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode={mode!r}: use 'min' or 'max'")
+    sign = 1.0 if mode == "min" else -1.0
+    evaluated: dict[int, float] = {}
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                rec = json.loads(line) if line.strip() else {}
+                if metric in rec and "step" in rec:
+                    evaluated[int(rec["step"])] = float(rec[metric])
+    saved = set(saved_steps(workdir))
+    if not evaluated or not saved:
+        return None, f"latest: no {metric} evaluations or no checkpoints in {workdir}"
+    best = min(evaluated, key=lambda s: (sign * evaluated[s], -s))
+    last = max(evaluated)
+    if best == last:
+        return None, f"latest: {metric} best at its last evaluation ({evaluated[last]:.4g} at step {last})"
+    candidates = [s for s in evaluated if s in saved]
+    if not candidates:
+        return None, f"latest: {metric} was best at step {best}, but no evaluated step has a checkpoint left"
+    pick = min(candidates, key=lambda s: (sign * evaluated[s], -s))
+    return pick, (f"step {pick}: {metric} {evaluated[pick]:.4g} there, {evaluated[last]:.4g} at the last "
+                  f"evaluation (step {last}); best overall {evaluated[best]:.4g} at step {best}")

@@ -22,6 +22,9 @@ ptxas) took 2-4 minutes per process before the first step; budget for it or run 
 """
 import json, os, shlex, signal, subprocess, sys, tarfile, threading, time
 
+sys.path.insert(0, os.getcwd())  # the repo root (run.sh runs this from there)
+from bert_vs_transformer import checkpoints  # noqa: E402  (select_step: no JAX work at import)
+
 T0 = time.time()
 DEADLINE = float(os.environ.get("DEADLINE", "470"))
 CONC = int(os.environ.get("CONC", "8"))
@@ -84,6 +87,19 @@ def pretrain_job(name, variant, extra, train_s):
             (["touch", f"{wd}/DONE"], 30, 0)]
 
 NEEDS = {}  # job name -> a file the job waits for before it takes a slot
+PT_PICK = os.environ.get("PT_PICK", "best")  # best | last: which pretraining checkpoint the fine-tunes read
+_picked = {}
+
+def pretrained_step(wd):
+    """0 (the latest checkpoint), or with PT_PICK=best the step where held-out MLM loss was lowest if
+    it rose after that (a small corpus over-fitted: checkpoints.select_step). Decided once, logged."""
+    if wd not in _picked:
+        step, why = (None, "PT_PICK=last") if PT_PICK == "last" else checkpoints.select_step(wd)
+        _picked[wd] = step or 0
+        with open(f"{wd}/INIT_STEP.json", "w") as f:
+            json.dump({"init_step": _picked[wd], "why": why}, f)
+        log(f"fine-tunes of {wd} read checkpoint {'step ' + str(step) if step else 'latest'} ({why})")
+    return _picked[wd]
 
 def finetune_chain(name, task, pt, lrs, seeds, recipe="", first_s=170, next_s=100, min_s=45):
     """GLUE fine-tuning of both inits of pretraining job `pt` (init=its workdir, and init=scratch with
@@ -99,6 +115,8 @@ def finetune_chain(name, task, pt, lrs, seeds, recipe="", first_s=170, next_s=10
                 spec = f"task={task},lr={lr},seed={k}," + (f"init={W}/{pt}" if init == "pt" else f"init=scratch,arch={W}/{pt}")
                 spec += f",{recipe}" if recipe else ""
                 argv = glue_job(f"{name}/{init}_lr{lr}_s{k}", spec, 0)[0][0]
+                if init == "pt":  # resolved when the run starts, after the pretraining has ended
+                    argv = argv + [lambda: f"--config.init_step={pretrained_step(f'{W}/{pt}')}"]
                 compiles = k == seeds[0] and init == "pt"  # the first run of each lr compiles its programs
                 steps.append((argv, first_s if compiles else next_s, 0, min_s))
     return steps
@@ -153,7 +171,8 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
             "--config.optimizer.warmup_steps=500", "--config.data.dupe_factor=4", "--config.data.masking=dynamic",
             "--config.data.num_threads=4", "--config.eval_every_steps=1000", "--config.checkpoint_every_steps=1000",
             # 5 steps of the real run traced (pt_small/profile/summary.md): where its step time goes
-            "--config.profile_steps=5", "--config.profile_start_step=50"],
+            "--config.profile_steps=5", "--config.profile_start_step=50",
+            "--config.keep_checkpoints=100"],  # every 1,000 steps kept: pretrained_step may go back
             PT_S)),
     ] + [
         # one chain per task (lease 3 ran one per task and lr, ten processes at once: each then got
@@ -206,6 +225,7 @@ def run_job(name, steps):
             status[name] = f"skipped step {i} (no time)"
             log(f"{name}: step {i} skipped, {left():.0f}s left")
             return
+        argv = [a() if callable(a) else a for a in argv]  # late-bound arguments
         log(f"{name}: step {i} start (budget {budget:.0f}s): {shlex.join(argv[2:])}")
         t = time.time()
         with open(f"{W}/{name}/log.txt", "a") as out:
