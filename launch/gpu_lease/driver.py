@@ -88,11 +88,16 @@ def pretrain_job(name, variant, extra, train_s):
 
 NEEDS = {}  # job name -> a file the job waits for before it takes a slot
 PT_PICK = os.environ.get("PT_PICK", "best")  # best | last: which pretraining checkpoint the fine-tunes read
-_picked = {}
+_picked, _pick_lock = {}, threading.Lock()
 
 def pretrained_step(wd):
     """0 (the latest checkpoint), or with PT_PICK=best the step where held-out MLM loss was lowest if
-    it rose after that (a small corpus over-fitted: checkpoints.select_step). Decided once, logged."""
+    it rose after that (a small corpus over-fitted: checkpoints.select_step). Decided once (the chains
+    ask from their own threads), logged."""
+    with _pick_lock:
+        return _pretrained_step(wd)
+
+def _pretrained_step(wd):
     if wd not in _picked:
         step, why = (None, "PT_PICK=last") if PT_PICK == "last" else checkpoints.select_step(wd)
         _picked[wd] = step or 0
