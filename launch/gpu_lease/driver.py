@@ -17,13 +17,15 @@ step timed with and without XLA autotuning (lease 3 ran it at 5.95 steps/s with 
 variant then profiled for 3 steps (bench_small/prof_<variant>/summary.md: the top kernels per step).
 run.sh with PICK_FLAGS=1 runs pick_flags.py first: it times that step under each candidate XLA flag
 set and exports the fastest's XLA_FLAGS and the PT_STEPS its rate fits in PT_S.
+A run whose workdir already holds its final evaluation is skipped, so a second call on the warm
+machine (same W) with ONLY=<the fine-tuning chains> goes on where the first call's chains stopped.
 Seen on an H200 lease (2026-11-26): with 6-9 processes at once, XLA compilation (autotuning,
 ptxas) took 2-4 minutes per process before the first step; budget for it or run fewer at once.
 """
 import json, os, shlex, signal, subprocess, sys, tarfile, threading, time
 
 sys.path.insert(0, os.getcwd())  # the repo root (run.sh runs this from there)
-from bert_vs_transformer import checkpoints  # noqa: E402  (select_step: no JAX work at import)
+from bert_vs_transformer import checkpoints, glue_grid  # noqa: E402  (no JAX work at import)
 
 T0 = time.time()
 DEADLINE = float(os.environ.get("DEADLINE", "470"))
@@ -230,6 +232,10 @@ def run_job(name, steps):
             status[name] = f"skipped step {i} (no time)"
             log(f"{name}: step {i} skipped, {left():.0f}s left")
             return
+        wd = next((a[len("--workdir="):] for a in argv if isinstance(a, str) and a.startswith("--workdir=")), None)
+        if wd and glue_grid.run_result(wd) is not None:  # a second call on the warm machine: done already
+            log(f"{name}: step {i} finished in an earlier call, skipped ({wd})")
+            continue
         argv = [a() if callable(a) else a for a in argv]  # late-bound arguments
         log(f"{name}: step {i} start (budget {budget:.0f}s): {shlex.join(argv[2:])}")
         t = time.time()
