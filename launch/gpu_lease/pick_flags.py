@@ -9,7 +9,8 @@ Each candidate runs `bert_vs_transformer.benchmark` on `configs/bert.py:small` a
 PT_STEPS is what its rate fits in PT_S seconds of pretraining (less compilation, evaluation and
 checkpoint time). Lease 3 pretrained at 5.95 steps/s under `--xla_gpu_autotune_level=0` without
 knowing why; with this the next lease measures before it commits its time. Logs go to stderr and
-W/pick_flags/choice.json. SMOKE=1 runs tiny batches (a CPU check of the plumbing).
+W/pick_flags/choice.json; the exports also go to W/pick_flags/exports.sh, which run.sh reads in a later
+call on the same machine. SMOKE=1 runs tiny batches (a CPU check of the plumbing).
 """
 import json, os, shlex, subprocess, sys, time
 
@@ -69,7 +70,10 @@ def main():
         return 0
     flags = (os.environ.get("XLA_FLAGS", "") + " " + choice["flags"]).strip()
     log(f"choice: {choice['name']}, {rate:.2f} steps/s -> PT_STEPS={steps} for PT_S={PT_S}")
-    print(f"export XLA_FLAGS={shlex.quote(flags)} PT_RATE={rate:.3f} PT_STEPS={steps}")
+    exports = f"export XLA_FLAGS={shlex.quote(flags)} PT_RATE={rate:.3f} PT_STEPS={steps}"
+    with open(f"{OUT}/exports.sh", "w") as f:  # a later call on the same machine reads it (run.sh)
+        f.write(exports + "\n")
+    print(exports)
     return 0
 
 

@@ -15,5 +15,7 @@ for ds in ${DATASETS:-multi30k sst2 cola rte}; do
 done
 echo "setup took $(( $(date +%s) - T ))s"
 # PICK_FLAGS=1: time the candidates' pretraining step first, export the fastest's XLA_FLAGS and PT_STEPS
-if [ -n "${PICK_FLAGS:-}" ]; then eval "$(python3 .device/pick_flags.py)"; echo "XLA_FLAGS='${XLA_FLAGS:-}' PT_STEPS=${PT_STEPS:-default} after $(( $(date +%s) - T ))s"; fi
+# (a later call on the same machine, without PICK_FLAGS, reads the choice back from $W/pick_flags/exports.sh)
+if [ -n "${PICK_FLAGS:-}" ]; then eval "$(python3 .device/pick_flags.py)"; echo "XLA_FLAGS='${XLA_FLAGS:-}' PT_STEPS=${PT_STEPS:-default} after $(( $(date +%s) - T ))s"
+elif [ -f $W/pick_flags/exports.sh ]; then . $W/pick_flags/exports.sh; echo "from an earlier call: XLA_FLAGS='${XLA_FLAGS:-}'"; fi
 DEADLINE=$(( ${TOTAL:-470} - ($(date +%s) - T) )) python3 .device/driver.py
