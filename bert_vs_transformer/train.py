@@ -213,7 +213,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 class _StepProfiler:
     """config.profile_steps > 0: traces that many steps (input pipeline included) with jax.profiler
     into WORKDIR/profile, starting config.profile_start_step steps into this run (after compilation),
-    then logs the top kernels per step and writes profile/summary.md (profile_summary.py)."""
+    then logs the top kernels per step and writes profile/summary.md (profile_summary.py). The log
+    window holding the traced steps reports a lower rate (tracing and its summary take time), as the
+    first window does with compilation: put profile_start_step inside the first window."""
 
     def __init__(self, config, workdir: str, first_step: int, is_main: bool):
         self.n = int(config.get("profile_steps", 0) or 0)
@@ -226,22 +228,28 @@ class _StepProfiler:
             jax.profiler.start_trace(self.dir)
             self.active = True
 
-    def after(self, step: int, metrics) -> None:
-        if self.active and step == self.start + self.n:
-            jax.block_until_ready(metrics)
-            self.close()
-            if self.is_main:
-                from bert_vs_transformer import profile_summary
+    def after(self, step: int, metrics) -> bool:
+        """Stops the trace after its last step (and summarises it); True if it did."""
+        if not (self.active and step == self.start + self.n):
+            return False
+        jax.block_until_ready(metrics)
+        self.close()
+        if self.is_main:
+            self._summarize(step)
+        return True
 
-                try:
-                    summary = profile_summary.summarize(profile_summary.load(self.dir), self.n, top=25)
-                except (FileNotFoundError, ValueError) as e:
-                    logging.warning("profile: %s", e)
-                    return
-                table = profile_summary.format_summary(summary)
-                with open(os.path.join(self.dir, "summary.md"), "w") as f:
-                    f.write(table + "\n")
-                logging.info("profile of steps %d-%d (%s):\n%s", self.start + 1, step, self.dir, table)
+    def _summarize(self, step: int) -> None:
+        from bert_vs_transformer import profile_summary
+
+        try:
+            summary = profile_summary.summarize(profile_summary.load(self.dir), self.n, top=25)
+        except (FileNotFoundError, ValueError) as e:
+            logging.warning("profile: %s", e)
+            return
+        table = profile_summary.format_summary(summary)
+        with open(os.path.join(self.dir, "summary.md"), "w") as f:
+            f.write(table + "\n")
+        logging.info("profile of steps %d-%d (%s):\n%s", self.start + 1, step, self.dir, table)
 
     def close(self) -> None:
         if self.active:
