@@ -248,17 +248,11 @@ def _profile_record(profile_dir: str, profile_steps: int) -> dict[str, Any]:
     """The trace's summary (logged as tables, written to profile_dir/summary.{md,json}), compact."""
     from bert_vs_transformer import profile_summary
 
-    try:
-        summary = profile_summary.summarize(profile_summary.load(profile_dir), profile_steps, top=25)
-    except (FileNotFoundError, ValueError) as e:  # e.g. a profiler build that writes only xplane.pb
-        logging.warning("profile: %s", e)
-        return {"dir": profile_dir, "error": str(e)}
-    table = profile_summary.format_summary(summary)
+    written = profile_summary.write_summary(profile_dir, profile_steps)
+    if written is None:
+        return {"dir": profile_dir, "error": "no readable trace (see the warning above)"}
+    summary, table = written
     logging.info("profile of %d steps (%s):\n%s", profile_steps, profile_dir, table)
-    with open(f"{profile_dir}/summary.md", "w") as f:
-        f.write(table + "\n")
-    with open(f"{profile_dir}/summary.json", "w") as f:
-        json.dump(summary, f, indent=1)
     busiest = summary["timelines"][0] if summary["timelines"] else {"top": []}
     return {"dir": profile_dir, "steps": profile_steps, "timeline": [busiest.get("process"), busiest.get("thread")],
             "busy_ms_per_step": busiest.get("busy_ms_per_step"),

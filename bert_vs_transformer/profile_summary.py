@@ -145,6 +145,24 @@ def format_summary(summary: dict[str, Any], max_timelines: int = 4, name_width: 
     return "\n".join(lines)
 
 
+def write_summary(trace_dir: str, steps: int, top: int = 25) -> tuple[dict[str, Any], str] | None:
+    """Summarises the trace under trace_dir into trace_dir/summary.{md,json}; -> (summary, markdown),
+    or None (a warning logged) when the directory holds no readable trace."""
+    from absl import logging
+
+    try:
+        summary = summarize(load(trace_dir), steps, top=top)
+    except (FileNotFoundError, ValueError) as e:  # e.g. a profiler build that writes only xplane.pb
+        logging.warning("profile: %s", e)
+        return None
+    table = format_summary(summary)
+    with open(os.path.join(trace_dir, "summary.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(trace_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary, table
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trace", required=True, help="a jax.profiler.trace directory or a trace JSON file")

@@ -241,15 +241,9 @@ class _StepProfiler:
     def _summarize(self, step: int) -> None:
         from bert_vs_transformer import profile_summary
 
-        try:
-            summary = profile_summary.summarize(profile_summary.load(self.dir), self.n, top=25)
-        except (FileNotFoundError, ValueError) as e:
-            logging.warning("profile: %s", e)
-            return
-        table = profile_summary.format_summary(summary)
-        with open(os.path.join(self.dir, "summary.md"), "w") as f:
-            f.write(table + "\n")
-        logging.info("profile of steps %d-%d (%s):\n%s", self.start + 1, step, self.dir, table)
+        written = profile_summary.write_summary(self.dir, self.n)
+        if written is not None:
+            logging.info("profile of steps %d-%d (%s):\n%s", self.start + 1, step, self.dir, written[1])
 
     def close(self) -> None:
         if self.active:
