@@ -1,6 +1,6 @@
 """Write a run's BERT weights as a Hugging Face model folder that `transformers` loads.
 
-    python -m bert_vs_transformer.export_hf --workdir=DIR --output=OUT [--step=N]
+    python -m bert_vs_transformer.export_hf --workdir=DIR --output=OUT [--step=N] [--member=K]
 
 DIR is a workdir of ours (pretraining or GLUE fine-tuning). OUT receives:
 
@@ -117,14 +117,23 @@ def export(config, params: Any, output: str) -> dict[str, Any]:
     return hf
 
 
-def export_run(workdir: str, output: str, step: int | None = None) -> dict[str, Any]:
+def export_run(workdir: str, output: str, step: int | None = None, member: int | None = None) -> dict[str, Any]:
     """Loads the checkpoint (latest if step is None) of `workdir` and exports it; -> config.json dict
-    plus 'step'."""
+    plus 'step'. A member run (members.py) exports one member: `member` indexes its members."""
     import jax
 
-    from bert_vs_transformer import translation_eval
+    from bert_vs_transformer import members, translation_eval
 
     config, params, step = translation_eval.load_run(workdir, step, device=jax.local_devices()[0])
+    group = members.parse(config)
+    if group:
+        names = [f"{k}: {m.name}" for k, m in enumerate(group)]
+        if member is None or not 0 <= member < len(group):
+            raise ValueError(f"{workdir} is a member run: pass --member=K, one of {names}")
+        params = jax.tree_util.tree_map(lambda x: x[member], params)
+        config = members.member_config(config, group[member])
+    elif member is not None:
+        raise ValueError(f"--member={member}: {workdir} is a single run, not a member run")
     hf = export(config, params, output)
     return dict(hf, step=step)
 
@@ -136,9 +145,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", required=True, help="a run directory of ours (checkpoints/)")
     parser.add_argument("--output", required=True, help="the Hugging Face folder to write")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    parser.add_argument("--member", type=int, default=None,
+                        help="a member run (--config.member_seeds/member_lrs): which member to export")
     args = parser.parse_args(argv)
     try:
-        hf = export_run(args.workdir, args.output, args.step)
+        hf = export_run(args.workdir, args.output, args.step, args.member)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

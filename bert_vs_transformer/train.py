@@ -14,8 +14,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bert_vs_transformer import (checkpoints, flops, glue_eval, init_from, optim, partitioning, run_logging,
-                                 synthetic_data, tasks, train_step, translation_eval)
+from bert_vs_transformer import (checkpoints, flops, glue_eval, init_from, members, optim, partitioning,
+                                 run_logging, synthetic_data, tasks, train_step, translation_eval)
 
 
 class ConfigError(ValueError):
@@ -106,8 +106,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         mesh = partitioning.make_mesh(config.mesh)
         validate(config, mesh)
         task = tasks.get_task(config)
+        member_list = members.parse(config)  # None: one run; else members.py's vmapped runs
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    group = members.Group(config, member_list, workdir) if member_list else None
     is_main = jax.process_index() == 0
     ckpt = checkpoints.Checkpointer(workdir, keep=int(config.get("keep_checkpoints", 3)),
                                     async_save=bool(config.get("async_checkpointing", True)))
@@ -116,6 +118,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         saved = ckpt.saved_config(latest)
         if saved is not None:
             problems = checkpoints.model_mismatch(saved, config.to_dict())
+            for field in ("member_seeds", "member_lrs"):
+                if str(saved.get(field, "") or "") != str(config.get(field, "") or ""):
+                    problems.append(f"{field} {saved.get(field, '')!r} there, {config.get(field, '')!r} here "
+                                    "(the checkpoint's member axis differs)")
             if problems:
                 raise ConfigError(
                     f"workdir {workdir} holds a checkpoint (step {latest}) of a different model: "
@@ -123,15 +129,21 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 )
 
     batch_size = int(config.data.batch_size)
-    tx, schedule = optim.make_optimizer(config.optimizer, int(config.model.d_model), int(config.num_train_steps))
-    abstract, shardings = train_step.abstract_state(task, tx, batch_size, int(config.seed), mesh)
+    if group is None:
+        tx, schedule = optim.make_optimizer(config.optimizer, int(config.model.d_model), int(config.num_train_steps))
+        abstract, shardings = train_step.abstract_state(task, tx, batch_size, int(config.seed), mesh)
+    else:
+        tx, schedule = group.optimizer(int(config.model.d_model), int(config.num_train_steps))
+        abstract, shardings = group.abstract_state(task, tx, batch_size, mesh)
     try:
-        data_iter = train_iterator(config)
+        data_iter = train_iterator(config) if group is None else group.train_iterator(train_iterator)
     except ValueError as e:  # e.g. model.vocab_size disagreeing with the tokenizer
         raise ConfigError(str(e)) from None
     if is_main:
         keep_learned_vocab(config, workdir)
     logger = run_logging.MetricsLogger(workdir, enabled=is_main)
+    if group is not None:
+        group.open_loggers(is_main, latest)
     if latest is not None:
         state, data_state = ckpt.restore(latest, abstract)
         if data_state:
@@ -139,22 +151,29 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         logger.truncate_after(latest)
         logging.info("resumed from step %d", latest)
     else:
-        state, _ = train_step.init_state(task, tx, batch_size, int(config.seed), mesh)
+        if group is None:
+            state, _ = train_step.init_state(task, tx, batch_size, int(config.seed), mesh)
+        else:
+            state, _ = group.init_state(task, tx, batch_size, mesh)
         try:  # config.init: a pretrained encoder (params['bert']); the heads stay fresh
-            state = init_from.apply(config, state)
+            state = init_from.apply(config, state) if group is None else group.apply_init(state, shardings)
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
-    step_fn = train_step.compile_train_step(
-        train_step.make_train_step(task, tx, schedule, int(config.get("grad_accum_steps", 1))), shardings, mesh
-    )
-    eval_fn = _compile_eval(task, shardings.params, mesh)
+    one_step = train_step.make_train_step(task, tx, schedule, int(config.get("grad_accum_steps", 1)))
+    if group is None:
+        step_fn = train_step.compile_train_step(one_step, shardings, mesh)
+        eval_fn = _compile_eval(task, shardings.params, mesh)
+    else:
+        step_fn = group.compile_step(one_step, shardings, mesh)
+        eval_fn = group.compile_eval(task, shardings.params, mesh)
+    to_global = partitioning.global_batch_from_local if group is None else group.global_batch
     finite_fn = jax.jit(train_step.all_finite)
     rng = jax.random.PRNGKey(int(config.seed) + 1)
-    flops_per_step = flops.step_flops(config, batch_size)
+    flops_per_step = flops.step_flops(config, batch_size)  # per member
     peak = flops.peak_flops_per_device(config.get("peak_flops_per_device") or None)
 
-    step = int(jax.device_get(state.step))
+    step = int(np.max(jax.device_get(state.step)))  # members: every member's step is the same
     total = int(config.num_train_steps)
     progress = run_logging.Progress(total, step)
     preemption = _Preemption()
@@ -165,7 +184,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     try:
         while step < total:
             profiler.before(step)
-            batch = partitioning.global_batch_from_local(next(data_iter), mesh)
+            batch = to_global(next(data_iter), mesh)
             state, metrics = step_fn(state, batch, rng)
             step += 1
             profiler.after(step, metrics)
@@ -175,16 +194,24 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             if step % int(config.log_every_steps) == 0 or step == total or stop:
                 jax.block_until_ready(metrics)  # the window's compute, not just its dispatch
                 elapsed = time.time() - window_start
-                last = _flush(pending, elapsed, window_steps, flops_per_step, peak, jax.device_count())
+                if group is None:
+                    last = _flush(pending, elapsed, window_steps, flops_per_step, peak, jax.device_count())
+                else:
+                    last = group.flush(step, pending, elapsed, window_steps, _flush, flops_per_step, peak,
+                                       jax.device_count())
                 logger.write(step, last)
                 if is_main:
                     logging.info(progress.line(step, last))
                 pending, window_start, window_steps = [], time.time(), 0
             if step % int(config.eval_every_steps) == 0 or step == total:
                 _check_finite(pending)
-                ev = evaluate(config, task, eval_fn, state.params, mesh)
-                ev.update(translation_eval.eval_metrics(config, state.params))  # BLEU; {} for other tasks
-                ev.update(glue_eval.eval_metrics(config, task, state.params, mesh))  # GLUE dev; {} for other tasks
+                if group is None:
+                    ev = evaluate(config, task, eval_fn, state.params, mesh)
+                    ev.update(translation_eval.eval_metrics(config, state.params))  # BLEU; {} for other tasks
+                    ev.update(glue_eval.eval_metrics(config, task, state.params, mesh))  # GLUE dev; {} for other tasks
+                else:  # each member's metrics go to its own metrics.jsonl; the group logs their mean
+                    ev = group.evaluate(step, task, eval_fn, state.params, mesh,
+                                        eval_batches(config, config.data.get("eval_split", "validation")), _local_rows)
                 logger.write(step, ev)
                 last.update(ev)
                 if is_main:
@@ -205,6 +232,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     finally:
         profiler.close()
         ckpt.close()
+        if group is not None:
+            group.close()
         logger.close()
         preemption.restore()
     return last
@@ -252,13 +281,14 @@ class _StepProfiler:
 
 
 def _check_finite(pending) -> None:
-    """Raises at the first step whose loss or gradient norm is NaN/Inf."""
+    """Raises at the first step whose loss or gradient norm is NaN/Inf (members: any member's)."""
     for s, m in pending:
-        loss, grad_norm = (float(x) for x in jax.device_get((m["loss"], m["grad_norm"])))
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss} at step {s}; the last good checkpoint is kept")
-        if not np.isfinite(grad_norm):
-            raise FloatingPointError(f"non-finite gradient norm {grad_norm} at step {s} (loss {loss}); "
+        loss, grad_norm = (np.asarray(x, np.float64) for x in jax.device_get((m["loss"], m["grad_norm"])))
+        where = "" if loss.ndim == 0 else f" (member {int(np.argmin(np.isfinite(loss) & np.isfinite(grad_norm)))})"
+        if not np.all(np.isfinite(loss)):
+            raise FloatingPointError(f"non-finite loss {loss} at step {s}{where}; the last good checkpoint is kept")
+        if not np.all(np.isfinite(grad_norm)):
+            raise FloatingPointError(f"non-finite gradient norm {grad_norm} at step {s}{where} (loss {loss}); "
                                      "the last good checkpoint is kept")
 
 

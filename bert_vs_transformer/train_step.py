@@ -69,9 +69,11 @@ def _microbatches(batch, num: int):
 
 
 def make_train_step(task: Task, tx, schedule, grad_accum_steps: int = 1):
-    """(state, batch, rng) -> (state, metrics). With grad_accum_steps = k the batch is split into k
-    microbatches whose gradients are summed: the loss normalisers come from the whole batch, so
-    the update equals the large batch's exactly (up to float summation order)."""
+    """(state, batch, rng[, lr_factor]) -> (state, metrics). With grad_accum_steps = k the batch is
+    split into k microbatches whose gradients are summed: the loss normalisers come from the whole
+    batch, so the update equals the large batch's exactly (up to float summation order). lr_factor
+    scales the update and the logged learning rate (members.py: a unit-peak schedule times each
+    member's peak)."""
 
     def loss_and_grads(params, batch, norms, rng):
         def f(p):
@@ -79,7 +81,7 @@ def make_train_step(task: Task, tx, schedule, grad_accum_steps: int = 1):
 
         return jax.value_and_grad(f, has_aux=True)(params)
 
-    def step(state: TrainState, batch, rng):
+    def step(state: TrainState, batch, rng, lr_factor=None):
         rng = jax.random.fold_in(rng, state.step)
         norms = task.normalizers(batch)
         if grad_accum_steps == 1:
@@ -104,10 +106,14 @@ def make_train_step(task: Task, tx, schedule, grad_accum_steps: int = 1):
             )
             grads = jax.tree_util.tree_map(lambda g, p: g.astype(p.dtype), grads, state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        lr = schedule(state.step)
+        if lr_factor is not None:
+            updates = jax.tree_util.tree_map(lambda u: u * lr_factor.astype(u.dtype), updates)
+            lr = lr * lr_factor
         params = optax.apply_updates(state.params, updates)
         metrics = {
             "loss": loss,
-            "learning_rate": schedule(state.step),
+            "learning_rate": lr,
             "grad_norm": _global_norm(grads),
             "tokens": task.tokens(batch).astype(jnp.float32),
             **sums,

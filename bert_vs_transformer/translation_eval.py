@@ -102,7 +102,8 @@ def load_config(workdir: str, step: int | None = None, manager=None):
 
 
 def abstract_params(config, device=None) -> Any:
-    """ShapeDtypeStructs of the model's (unboxed) parameters, placed on one device."""
+    """ShapeDtypeStructs of the model's (unboxed) parameters, placed on one device (a member run's:
+    [members, ...])."""
     from bert_vs_transformer import tasks
 
     device = device or jax.local_devices()[0]
@@ -110,6 +111,11 @@ def abstract_params(config, device=None) -> Any:
     batch = task.dummy_batch(1)
     init = lambda: task.model(True).init(jax.random.PRNGKey(0), *task.init_args(batch))["params"]  # noqa: E731
     shapes = nn.unbox(jax.eval_shape(init))
+    from bert_vs_transformer import members
+
+    group = members.parse(config)  # a member run's checkpoint stacks its members on a leading axis
+    if group:
+        shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((len(group),) + a.shape, a.dtype), shapes)
     sharding = jax.sharding.SingleDeviceSharding(device)
     return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), shapes)
 

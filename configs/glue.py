@@ -17,6 +17,9 @@ Usage: --config=configs/glue.py:task=sst2,init=minilm[,lr=3e-5,seed=1,epochs=3,b
          init takes ("" = minilm's)
   vocab  a vocab.txt for DIR runs whose pretraining learned its own vocabulary ("" = the source's)
 
+`--config.member_seeds=0,1,2 --config.member_lrs=1e-4,3e-4` trains those six runs as one vmapped
+program (bert_vs_transformer/members.py; `glue_grid --vmap`), each writing WORKDIR/members/lr<lr>-seed<s>.
+
 num_train_steps, warmup and the eval/checkpoint cadence are derived from epochs x train size /
 batch_size here, so change those through the arguments above; a `--config.data.batch_size=...`
 override changes the batch only, not the step count.
@@ -121,6 +124,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_labels = NUM_LABELS[task]  # classes; 1 = regression (STS-B, MSE loss)
     config.epochs = float(args["epochs"])  # passes over the training set (for the record: steps below)
     config.seed = int(args["seed"])  # classifier init, dropout and data order (the grid's seeds)
+    # Member runs (bert_vs_transformer/members.py): seeds x peak lrs trained as one vmapped program,
+    # each member exactly the single run with that seed and lr, e.g. --config.member_seeds=0,1,2
+    # --config.member_lrs=1e-4,3e-4; "" = the run's own seed / lr; both "" = one run (the default)
+    config.member_seeds = ""
+    config.member_lrs = ""
     config.num_train_steps = steps  # ceil(epochs x train examples / batch size)
     config.log_every_steps = min(50, steps)  # training metrics cadence
     config.eval_every_steps = min(steps_per_epoch, steps)  # dev metrics once per epoch (and at the end)

@@ -1,0 +1,142 @@
+"""Member runs (members.py): seeds x learning rates vmapped in one program, each member checked
+against the single run it stands for (its own init, dropout, data order, clipping and lr).
+
+Tiny RTE fine-tuning from scratch on the real data (BVT_DATA_DIR), 8 simulated devices."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from bert_vs_transformer import config_args, members
+
+TINY_MODEL = dict(d_model=32, num_heads=2, d_ff=64, num_encoder_layers=1)
+STEPS = 4
+
+
+def _config(tmp_path, **fields):
+    assert os.environ.get("BVT_DATA_DIR"), "set BVT_DATA_DIR to the shared datasets (CI: ../shared/data)"
+    config = config_args.load("configs/glue.py:task=rte,init=scratch,max_seq_len=48,batch_size=16")
+    config.model.update(TINY_MODEL)
+    config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = STEPS
+    config.log_every_steps = 1
+    config.optimizer.warmup_steps = 1
+    config.data.tfds_data_dir = str(tmp_path.parent / "tfds")  # shared by the runs below
+    config.data.num_threads = 0
+    config.async_checkpointing = False
+    for k, v in fields.items():
+        setattr(config, k, v)
+    return config
+
+
+def _records(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _params(workdir):
+    from bert_vs_transformer import translation_eval
+
+    _, params, _ = translation_eval.load_run(str(workdir))
+    return params
+
+
+def _leaves(tree):
+    """{'/a/b': array} of a nested dict of arrays."""
+    import jax
+
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"".join(f"/{p.key}" for p in path): np.asarray(v) for path, v in flat}
+
+
+def test_parse_members():
+    config = config_args.load("configs/glue.py:task=rte,init=scratch,seed=5,lr=2e-5")
+    assert members.parse(config) is None
+    config.member_seeds = "0,1,2"
+    assert [m.name for m in members.parse(config)] == ["lr2e-05-seed0", "lr2e-05-seed1", "lr2e-05-seed2"]
+    config.member_lrs = "1e-4, 3e-4"
+    got = members.parse(config)
+    assert len(got) == 6 and got[0] == members.Member(0, 1e-4) and got[-1] == members.Member(2, 3e-4)
+    config.member_seeds = ""
+    assert [(m.seed, m.learning_rate) for m in members.parse(config)] == [(5, 1e-4), (5, 3e-4)]
+    config.member_lrs = "1e-4,1e-4"
+    with pytest.raises(ValueError, match="repeat"):
+        members.parse(config)
+    config.member_lrs = "fast"
+    with pytest.raises(ValueError, match="comma-separated numbers"):
+        members.parse(config)
+
+
+def test_stack_batches_pads_to_the_widest():
+    a = {"input_ids": np.array([[5, 6, 0]], np.int32), "label": np.array([1], np.int32)}
+    b = {"input_ids": np.array([[7, 8, 9, 4, 0]], np.int32), "label": np.array([0], np.int32)}
+    out = members.stack_batches([a, b])
+    assert out["input_ids"].shape == (2, 1, 5) and out["label"].shape == (2, 1)
+    np.testing.assert_array_equal(out["input_ids"][0, 0], [5, 6, 0, 0, 0])
+    np.testing.assert_array_equal(out["input_ids"][1, 0], [7, 8, 9, 4, 0])
+
+
+def test_members_equal_their_single_runs(devices, tmp_path):
+    """Four members (seeds 0, 1 x lrs 1e-3, 3e-3); two of them rerun alone: the same loss at every
+    step, the same dev metrics and the same final parameters."""
+    from bert_vs_transformer import glue_grid, train
+
+    group_dir = tmp_path / "group"
+    config = _config(tmp_path, member_seeds="0,1", member_lrs="1e-3,3e-3")
+    config.checkpoint_every_steps, config.keep_checkpoints = 2, 3
+    last = train.train_and_evaluate(config, str(group_dir))
+    assert last["members"] == 4 and "eval_accuracy" in last
+    stacked = _params(group_dir)
+    names = [m.name for m in members.parse(config)]
+    assert names == ["lr0.001-seed0", "lr0.001-seed1", "lr0.003-seed0", "lr0.003-seed1"]
+    for k, name in enumerate(names):
+        member_dir = group_dir / "members" / name
+        assert glue_grid.run_result(str(member_dir)) is not None  # a finished run, as glue_grid reads it
+
+    # the members differ from each other (seed: init and data; lr: the update size)
+    first = _leaves(stacked)
+    assert all(v.shape[0] == 4 for v in first.values())
+    w = first["/classifier/kernel"]
+    assert not np.allclose(w[0], w[1]) and not np.allclose(w[0], w[2])
+
+    # interrupted after step 2 and resumed: the same members (every member's data stream restored)
+    shutil.rmtree(group_dir / "checkpoints" / str(STEPS))
+    train.train_and_evaluate(config, str(group_dir))
+    resumed = _leaves(_params(group_dir))
+    for path, v in resumed.items():
+        np.testing.assert_allclose(v, first[path], rtol=1e-6, atol=1e-7, err_msg=f"resumed {path}")
+    assert [r["step"] for r in _records(group_dir / "members" / names[1] / "metrics.jsonl")] == [1, 2, 3, 4, 4]
+
+    for k, (seed, lr) in [(0, (0, 1e-3)), (3, (1, 3e-3))]:
+        single_dir = tmp_path / f"single{k}"
+        c = _config(tmp_path, seed=seed)
+        c.optimizer.learning_rate = lr
+        train.train_and_evaluate(c, str(single_dir))
+        ours = _records(group_dir / "members" / names[k] / "metrics.jsonl")
+        theirs = _records(single_dir / "metrics.jsonl")
+        assert [r["step"] for r in ours] == [r["step"] for r in theirs]
+        for a, b in zip(ours, theirs):
+            for key in ("loss", "learning_rate", "grad_norm", "eval_loss"):
+                if key in b:
+                    assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (k, a["step"], key)
+            for key in ("eval_accuracy", "eval_examples"):
+                if key in b:
+                    assert a[key] == pytest.approx(b[key], abs=1.5 / 277), (k, a["step"], key)
+        single = _leaves(_params(single_dir))
+        assert set(single) == set(first)
+        for path, v in single.items():
+            np.testing.assert_allclose(first[path][k], v, rtol=1e-4, atol=1e-5, err_msg=f"member {k} {path}")
+
+
+def test_member_checkpoint_refuses_a_single_run_config(devices, tmp_path):
+    from bert_vs_transformer import train
+
+    config = _config(tmp_path, member_seeds="0,1")
+    config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 1
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+    single = _config(tmp_path)
+    single.num_train_steps = 2
+    with pytest.raises(train.ConfigError, match="member axis"):
+        train.train_and_evaluate(single, str(tmp_path / "run"))
