@@ -8,6 +8,10 @@ runs configs/glue.py for every learning rate in --lrs (default the paper's 5e-5,
 
     ROOT/<task>/<init name>/lr<lr>-seed<seed>
 
+`--vmap` trains each task and init's runs as members of one vmapped program instead
+(bert_vs_transformer/members.py; each member equals its single run), one process in
+ROOT/<task>/<init name>/vmap, the runs' files in its members/lr<lr>-seed<seed>.
+
 A run whose metrics.jsonl already holds the evaluation at its last step is skipped; an
 interrupted one resumes from its checkpoint (main.py's contract), so rerunning the command
 finishes the grid. --task and --init take comma-separated lists (every combination is run).
@@ -70,8 +74,10 @@ def init_name(init: str) -> str:
 
 
 def grid_points(task: str, init: str, root: str, lrs: Sequence[float] = GRID_LRS, seeds: Sequence[int] = (0,),
-                epochs: float = 3, batch_size: int = 32, max_seq_len: int = 128, arch: str = "") -> list[Point]:
-    """Every (lr, seed) run of one task and init (`arch`: scratch's architecture DIR, configs/glue.py)."""
+                epochs: float = 3, batch_size: int = 32, max_seq_len: int = 128, arch: str = "",
+                vmap: bool = False) -> list[Point]:
+    """Every (lr, seed) run of one task and init (`arch`: scratch's architecture DIR, configs/glue.py).
+    vmap: the runs are members of one program (members.py) in <base>/vmap, each in its members/ dir."""
     init_arg = init if init in ("minilm", "scratch") else os.path.abspath(init)
     arch_arg = os.path.abspath(arch) if arch and init == "scratch" else ""
     for path in (init_arg, arch_arg):
@@ -84,8 +90,25 @@ def grid_points(task: str, init: str, root: str, lrs: Sequence[float] = GRID_LRS
         for seed in seeds:
             spec = (f"{CONFIG_FILE}:task={task},init={init_arg},lr={lr:g},seed={seed},epochs={epochs:g},"
                     f"batch_size={batch_size},max_seq_len={max_seq_len}" + (f",arch={arch_arg}" if arch_arg else ""))
-            points.append(Point(task, init, float(lr), int(seed), os.path.join(base, f"lr{lr:g}-seed{seed}"), spec))
+            run_dir = os.path.join(base, VMAP_DIR, "members") if vmap else base
+            points.append(Point(task, init, float(lr), int(seed), os.path.join(run_dir, f"lr{lr:g}-seed{seed}"), spec))
     return points
+
+
+VMAP_DIR = "vmap"  # grid_points(vmap=True): the member program's workdir under <root>/<task>/<init name>
+
+
+def vmap_command(points: Sequence[Point], extra: Sequence[str] = (), python: str = sys.executable) -> tuple[list[str], str]:
+    """(the one command that trains every point as a member, its workdir)."""
+    workdir = os.path.dirname(os.path.dirname(points[0].workdir))
+    seeds = sorted({p.seed for p in points})
+    lrs = sorted({p.lr for p in points}, reverse=True)
+    if len(points) != len(seeds) * len(lrs):
+        raise ValueError("a vmapped grid needs every seed at every learning rate")
+    cmd = points[0].command([f"--config.member_seeds={','.join(map(str, seeds))}",
+                             f"--config.member_lrs={','.join(f'{lr:g}' for lr in lrs)}", *extra], python)
+    cmd[cmd.index(f"--workdir={points[0].workdir}")] = f"--workdir={workdir}"
+    return cmd, workdir
 
 
 def run_result(workdir: str) -> dict[str, Any] | None:
@@ -208,6 +231,28 @@ def run_grid(points: Sequence[Point], extra: Sequence[str] = (), dry_run: bool =
     return status
 
 
+def run_vmapped(points: Sequence[Point], extra: Sequence[str] = (), dry_run: bool = False,
+                log=print) -> dict[str, str]:
+    """Runs the grid as one member program (members.py) unless every point is finished; -> {workdir: status}."""
+    tag = f"{points[0].task} {init_name(points[0].init)}: {len(points)} runs vmapped"
+    if all(run_result(p.workdir) is not None for p in points):
+        log(f"{tag}: finished, skipped")
+        return {p.workdir: "done" for p in points}
+    cmd, workdir = vmap_command(points, extra)
+    if dry_run:
+        log(" ".join(cmd))
+        return {p.workdir: "dry run" for p in points}
+    os.makedirs(workdir, exist_ok=True)
+    log(f"{tag}: running -> {workdir} (log: {workdir}/train.log)")
+    t0 = time.time()
+    with open(os.path.join(workdir, "train.log"), "a") as out:
+        rc = subprocess.call(cmd, cwd=config_args.REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    status = {p.workdir: "done" if rc == 0 and run_result(p.workdir) is not None else f"failed (exit {rc})"
+              for p in points}
+    log(f"{tag}: exit {rc} in {time.time() - t0:.0f} s")
+    return status
+
+
 def _floats(s: str) -> list[float]:
     return [float(x) for x in s.split(",") if x.strip()]
 
@@ -225,6 +270,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max_seq_len", type=int, default=128)
     parser.add_argument("--arch", default="", help="DIR: scratch runs take DIR's architecture and vocabulary "
                         "(runs named scratch-<DIR name>); default minilm's")
+    parser.add_argument("--vmap", action="store_true", help="train each task and init's lr x seed runs as "
+                        "members of one vmapped program (members.py): one process, one compilation")
     parser.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--report_only", action="store_true", help="only report what the workdirs hold")
     args, extra = parser.parse_known_args(argv)
@@ -241,13 +288,15 @@ def main(argv=None) -> int:
     for task in tasks:
         for init in inits:
             points = grid_points(task, init, args.root, _floats(args.lrs), range(args.seeds), args.epochs,
-                                 args.batch_size, args.max_seq_len, args.arch)
-            status = {} if args.report_only else run_grid(points, extra, args.dry_run)
+                                 args.batch_size, args.max_seq_len, args.arch, args.vmap)
+            run = run_vmapped if args.vmap else run_grid
+            status = {} if args.report_only else run(points, extra, args.dry_run)
             failed |= any(s.startswith("failed") for s in status.values())
             md, summary = report(points, status)
             print(md + "\n", flush=True)
             if not args.dry_run:
                 base = os.path.dirname(points[0].workdir)
+                base = os.path.dirname(os.path.dirname(base)) if args.vmap else base
                 os.makedirs(base, exist_ok=True)
                 with open(os.path.join(base, "results.md"), "w") as f:
                     f.write(md + "\n")

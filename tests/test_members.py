@@ -140,3 +140,35 @@ def test_member_checkpoint_refuses_a_single_run_config(devices, tmp_path):
     single.num_train_steps = 2
     with pytest.raises(train.ConfigError, match="member axis"):
         train.train_and_evaluate(single, str(tmp_path / "run"))
+
+
+def test_glue_grid_vmap_runs_the_grid_as_one_program(devices, tmp_path):
+    """glue_grid --vmap: one main.py process for 2 lrs x 2 seeds, the usual report from its members;
+    export_hf takes one member."""
+    from bert_vs_transformer import export_hf, glue_grid
+
+    root = tmp_path / "grid"
+    tiny = [f"--config.model.{k}={v}" for k, v in TINY_MODEL.items()]
+    argv = ["--task=rte", "--init=scratch", f"--root={root}", "--lrs=1e-3,3e-3", "--seeds=2", "--epochs=0.02",
+            "--batch_size=16", "--max_seq_len=48", "--vmap", "--", *tiny,
+            f"--config.data.tfds_data_dir={tmp_path.parent / 'tfds'}"]
+    assert glue_grid.main(argv) == 0
+    with open(root / "rte" / "scratch" / "results.json") as f:
+        summary = json.load(f)
+    assert [(r["lr"], r["seed"], r["status"]) for r in summary["runs"]] == [
+        (1e-3, 0, "done"), (1e-3, 1, "done"), (3e-3, 0, "done"), (3e-3, 1, "done")]
+    assert summary["best"]["seeds"] == 2 and 0.0 <= summary["best"]["accuracy"] <= 1.0
+    assert all(r["workdir"].startswith(str(root / "rte" / "scratch" / "vmap" / "members")) for r in summary["runs"])
+    group = root / "rte" / "scratch" / "vmap"
+    with open(group / "config.json") as f:
+        assert json.load(f)["member_lrs"] == "0.003,0.001"
+    # a second call finds every member finished and starts nothing
+    logs = []
+    status = glue_grid.run_vmapped(glue_grid.grid_points("rte", "scratch", str(root), (1e-3, 3e-3), range(2), 0.02,
+                                                         16, 48, vmap=True), log=logs.append)
+    assert set(status.values()) == {"done"} and "skipped" in logs[0]
+
+    with pytest.raises(ValueError, match="member run: pass --member"):
+        export_hf.export_run(str(group), str(tmp_path / "hf"))
+    hf = export_hf.export_run(str(group), str(tmp_path / "hf"), member=1)
+    assert hf["num_labels"] == 2 and os.path.isfile(tmp_path / "hf" / "model.safetensors")

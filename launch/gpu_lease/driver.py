@@ -1,7 +1,7 @@
 """Runs a prioritised job list concurrently on one leased GPU under a hard deadline.
 
     (on the device, from the repo root; see launch/gpu_lease/run.sh, which calls this)
-    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] python3 driver.py
+    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] [VMAP=0|1 (bert6)] python3 driver.py
 
 At most CONC jobs run at once, started in list order. A job is a chain of commands; each gets
 min(its own limit, time left - the reserve kept for the commands after it), then SIGTERM (main.py
@@ -62,7 +62,9 @@ def m30k_job(name, extra, train_s, test=True):
 
 def glue_job(name, spec, train_s):
     wd = f"{W}/{name}"
-    sm = ["--config.num_train_steps=20", "--config.eval_max_examples=64"] if SMOKE else []
+    # (smoke: float32 compute, since a bf16 model from pretrain_job crawls on a CPU)
+    sm = ["--config.num_train_steps=20", "--config.log_every_steps=10", "--config.eval_max_examples=64",
+          "--config.model.dtype=float32"] if SMOKE else []
     return [([PY, "-m", "bert_vs_transformer.main", f"--config={glue}:{spec}", f"--workdir={wd}"] + sm, train_s, 0)]
 
 def torch_job(name, seed, lr, train_s):
@@ -107,6 +109,25 @@ def _pretrained_step(wd):
             json.dump({"init_step": _picked[wd], "why": why}, f)
         log(f"fine-tunes of {wd} read checkpoint {'step ' + str(step) if step else 'latest'} ({why})")
     return _picked[wd]
+
+VMAP = os.environ.get("VMAP", "1") == "1"  # bert6: each init's seeds x lrs as members of one program
+
+def finetune_members(name, task, pt, lrs, seeds, recipe="", first_s=260, next_s=220, min_s=60):
+    """GLUE fine-tuning of both inits of pretraining job `pt`, each init one process whose members
+    (bert_vs_transformer/members.py) are every seed x lr: pt then scratch. A small model's step
+    leaves the GPU idle between kernel launches; vmapped members fill it, and each init compiles
+    once instead of once per run. A run cut at its limit saved a checkpoint: a second call resumes it."""
+    NEEDS[name] = f"{W}/{pt}/DONE"
+    grid = [f"--config.member_seeds={','.join(map(str, seeds))}", f"--config.member_lrs={','.join(lrs)}"]
+    steps = []
+    for init in ("pt", "scratch"):
+        spec = f"task={task},lr={lrs[0]},seed={seeds[0]}," + (f"init={W}/{pt}" if init == "pt" else f"init=scratch,arch={W}/{pt}")
+        spec += f",{recipe}" if recipe else ""
+        argv = glue_job(f"{name}/{init}_members", spec, 0)[0][0] + grid
+        if init == "pt":  # resolved when the run starts, after the pretraining has ended
+            argv = argv + [lambda: f"--config.init_step={pretrained_step(f'{W}/{pt}')}"]
+        steps.append((argv, first_s if init == "pt" else next_s, 0, min_s))
+    return steps
 
 def finetune_chain(name, task, pt, lrs, seeds, recipe="", first_s=170, next_s=100, min_s=45):
     """GLUE fine-tuning of both inits of pretraining job `pt` (init=its workdir, and init=scratch with
@@ -170,6 +191,8 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
     # tasks: recipe B (4 epochs, batch 16) on the small tasks, 1 epoch at batch 32 on SST-2 (as the
     # CPU cells), at lr 1e-4 and 3e-4 (the CPU runs' best lr differed by init), seeds 0, 1, 2 as time
     # allows. Lease 3 ran it with XLA autotuning off and pretrained at 5.95 steps/s: run bench first.
+    # VMAP=1 (default): per task and init one process training all six seed x lr runs as members
+    # (members.py); VMAP=0: lease 3's chain of single runs.
     "bert6": [
         (f"sst2_torch_s{k}", torch_job(f"sst2_torch_s{k}", int(k), LR, 480)) for k in TORCH_SEEDS
     ] + [
@@ -184,9 +207,9 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
     ] + [
         # one chain per task (lease 3 ran one per task and lr, ten processes at once: each then got
         # 10-40 steps/s of the shared GPU, so fewer processes, each running more)
-        (t, finetune_chain(t, t, "pt_small", ("1e-4", "3e-4"), (0, 1, 2),
-                           "epochs=1" if t == "sst2" else "epochs=4,batch_size=16",
-                           min_s=70 if t in ("sst2", "cola") else 45))
+        (t, (finetune_members if VMAP else finetune_chain)(
+            t, t, "pt_small", ("1e-4", "3e-4"), (0, 1, 2), "epochs=1" if t == "sst2" else "epochs=4,batch_size=16",
+            min_s=(70 if t in ("sst2", "cola") else 45) if not VMAP else (90 if t in ("sst2", "cola") else 60)))
         for t in ("rte", "mrpc", "stsb", "cola", "sst2")
     ],
     # Why lease 3's pretraining ran at 5.95 steps/s: one process at a time (no contention), the small
