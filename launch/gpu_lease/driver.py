@@ -62,9 +62,10 @@ def m30k_job(name, extra, train_s, test=True):
 
 def glue_job(name, spec, train_s):
     wd = f"{W}/{name}"
-    # (smoke: float32 compute, since a bf16 model from pretrain_job crawls on a CPU)
+    # (smoke: float32 compute and short rows of 4, since six members of the small BERT in bf16 (as
+    # pretrain_job leaves it) crawl on a CPU core)
     sm = ["--config.num_train_steps=20", "--config.log_every_steps=10", "--config.eval_max_examples=64",
-          "--config.model.dtype=float32"] if SMOKE else []
+          "--config.model.dtype=float32", "--config.data.batch_size=4", "--config.data.max_seq_len=32"] if SMOKE else []
     return [([PY, "-m", "bert_vs_transformer.main", f"--config={glue}:{spec}", f"--workdir={wd}"] + sm, train_s, 0)]
 
 def torch_job(name, seed, lr, train_s):
@@ -87,8 +88,14 @@ def pretrain_job(name, variant, extra, train_s):
     if SMOKE and any(a.startswith("--config.profile_steps=") for a in extra):
         sm.append("--config.profile_start_step=5")  # the profile path runs in the smoke too
     return [([PY, "-m", "bert_vs_transformer.main", f"--config=configs/bert.py:{variant}", f"--workdir={wd}",
-              "--config.data.vocab=train:8000", "--config.model.vocab_size=8000"] + extra + sm, train_s, 30),
-            (["touch", f"{wd}/DONE"], 30, 0)]
+              "--config.data.vocab=train:8000", "--config.model.vocab_size=8000"] + extra + sm, train_s, 60),
+            (["touch", f"{wd}/DONE"], 30, 0),
+            # the checkpoint the fine-tunes read, back from the lease: a Hugging Face folder of float16
+            # shards (<= 15 MiB each: $OUT's limit is 16); its small files travel in results.tgz, the
+            # shards beside it (unpack results.tgz, move the shards into pt_small_hf/: init=that folder)
+            ([PY, "-m", "bert_vs_transformer.export_hf", f"--workdir={wd}", f"--output={wd}_hf", "--dtype=float16",
+              "--max_shard_mb=15", lambda: f"--step={pretrained_step(wd)}"], 90, 0),
+            (["sh", "-c", f"cp {wd}_hf/*.safetensors {OUT}/"], 20, 0)]
 
 NEEDS = {}  # job name -> a file the job waits for before it takes a slot
 PT_PICK = os.environ.get("PT_PICK", "best")  # best | last: which pretraining checkpoint the fine-tunes read
@@ -114,7 +121,9 @@ VMAP = os.environ.get("VMAP", "1") == "1"  # bert6: each init's seeds x lrs as m
 
 def finetune_members(name, task, pt, lrs, seeds, recipe="", first_s=260, next_s=220, min_s=60):
     """GLUE fine-tuning of both inits of pretraining job `pt`, each init one process whose members
-    (bert_vs_transformer/members.py) are every seed x lr: pt then scratch. A small model's step
+    (bert_vs_transformer/members.py) are every seed x lr: pt then scratch. Report (here or after the
+    lease, from the unpacked results.tgz as W): python -m bert_vs_transformer.glue_grid --task=TASK
+    --init=W/pt_small,scratch --arch=W/pt_small --root=W --lrs=LRS --seeds=3 --vmap --report_only. A small model's step
     leaves the GPU idle between kernel launches; vmapped members fill it, and each init compiles
     once instead of once per run. A run cut at its limit saved a checkpoint: a second call resumes it."""
     NEEDS[name] = f"{W}/{pt}/DONE"
@@ -123,7 +132,11 @@ def finetune_members(name, task, pt, lrs, seeds, recipe="", first_s=260, next_s=
     for init in ("pt", "scratch"):
         spec = f"task={task},lr={lrs[0]},seed={seeds[0]}," + (f"init={W}/{pt}" if init == "pt" else f"init=scratch,arch={W}/{pt}")
         spec += f",{recipe}" if recipe else ""
-        argv = glue_job(f"{name}/{init}_members", spec, 0)[0][0] + grid
+        # glue_grid --vmap's layout (W/<task>/<init name>/vmap), so its --report_only reads the results back
+        points = glue_grid.grid_points(task, f"{W}/{pt}" if init == "pt" else "scratch", W, [float(x) for x in lrs],
+                                       seeds, arch="" if init == "pt" else f"{W}/{pt}", vmap=True)
+        workdir = os.path.dirname(os.path.dirname(points[0].workdir))
+        argv = glue_job(os.path.relpath(workdir, W), spec, 0)[0][0] + grid
         if init == "pt":  # resolved when the run starts, after the pretraining has ended
             argv = argv + [lambda: f"--config.init_step={pretrained_step(f'{W}/{pt}')}"]
         steps.append((argv, first_s if init == "pt" else next_s, 0, min_s))
@@ -207,8 +220,9 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
     ] + [
         # one chain per task (lease 3 ran one per task and lr, ten processes at once: each then got
         # 10-40 steps/s of the shared GPU, so fewer processes, each running more)
+        # members make another lr nearly free: 5e-5 (BERT's grid) beside lease 3's 1e-4 and 3e-4
         (t, (finetune_members if VMAP else finetune_chain)(
-            t, t, "pt_small", ("1e-4", "3e-4"), (0, 1, 2), "epochs=1" if t == "sst2" else "epochs=4,batch_size=16",
+            t, t, "pt_small", ("5e-5", "1e-4", "3e-4") if VMAP else ("1e-4", "3e-4"), (0, 1, 2), "epochs=1" if t == "sst2" else "epochs=4,batch_size=16",
             min_s=(70 if t in ("sst2", "cola") else 45) if not VMAP else (90 if t in ("sst2", "cola") else 60)))
         for t in ("rte", "mrpc", "stsb", "cola", "sst2")
     ],
@@ -256,7 +270,8 @@ def run_job(name, steps):
             log(f"{name}: step {i} skipped, {left():.0f}s left")
             return
         wd = next((a[len("--workdir="):] for a in argv if isinstance(a, str) and a.startswith("--workdir=")), None)
-        if wd and glue_grid.run_result(wd) is not None:  # a second call on the warm machine: done already
+        trains = "bert_vs_transformer.main" in argv  # (export_hf etc. also take --workdir)
+        if wd and trains and glue_grid.run_result(wd) is not None:  # a second call on the warm machine: done already
             log(f"{name}: step {i} finished in an earlier call, skipped ({wd})")
             continue
         argv = [a() if callable(a) else a for a in argv]  # late-bound arguments
