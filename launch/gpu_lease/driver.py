@@ -127,7 +127,9 @@ def finetune_members(name, task, pt, lrs, seeds, recipe="", first_s=260, next_s=
     leaves the GPU idle between kernel launches; vmapped members fill it, and each init compiles
     once instead of once per run. A run cut at its limit saved a checkpoint: a second call resumes it."""
     NEEDS[name] = f"{W}/{pt}/DONE"
-    grid = [f"--config.member_seeds={','.join(map(str, seeds))}", f"--config.member_lrs={','.join(lrs)}"]
+    grid = [f"--config.member_seeds={','.join(map(str, seeds))}", f"--config.member_lrs={','.join(lrs)}",
+            # a checkpoint only at the end or at SIGTERM (9 members of the small BERT with Adam: ~1.9 GB each)
+            "--config.checkpoint_every_steps=1000000"]
     steps = []
     for init in ("pt", "scratch"):
         spec = f"task={task},lr={lrs[0]},seed={seeds[0]}," + (f"init={W}/{pt}" if init == "pt" else f"init=scratch,arch={W}/{pt}")
