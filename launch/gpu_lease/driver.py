@@ -129,7 +129,11 @@ def finetune_members(name, task, pt, lrs, seeds, recipe="", first_s=260, next_s=
     NEEDS[name] = f"{W}/{pt}/DONE"
     grid = [f"--config.member_seeds={','.join(map(str, seeds))}", f"--config.member_lrs={','.join(lrs)}",
             # a checkpoint only at the end or at SIGTERM (9 members of the small BERT with Adam: ~1.9 GB each)
-            "--config.checkpoint_every_steps=1000000"]
+            "--config.checkpoint_every_steps=1000000",
+            # two batch widths (64, 128) instead of five: each width compiles the train, loss and predict
+            # programs again (lease 1: 2-4 min of compilation per process with 6-9 at once), while the
+            # padding (masked: the same results) costs little on a GPU that small steps leave idle
+            "--config.data.length_buckets=(64,)"]
     steps = []
     for init in ("pt", "scratch"):
         spec = f"task={task},lr={lrs[0]},seed={seeds[0]}," + (f"init={W}/{pt}" if init == "pt" else f"init=scratch,arch={W}/{pt}")
