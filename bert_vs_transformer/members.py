@@ -17,8 +17,9 @@ accelerator; M members then cost about one run (lease 3: ten separate processes 
 got 10-40 steps/s of it, and each compiled its own programs).
 
 Output: WORKDIR/members/lr<l>-seed<s>/{config.json, metrics.jsonl}, each a single run's files
-(the layout glue_grid --vmap reports from); WORKDIR/metrics.jsonl holds the members' mean loss and
-the program's throughput (tokens of all members); the checkpoints hold the stacked state.
+(the layout glue_grid --vmap reports from); WORKDIR/metrics.jsonl holds the members' means (training
+loss, dev metrics: not any one run's) and the program's throughput (tokens of all members); the
+checkpoints hold the stacked state (export_hf --member=K exports one member).
 """
 
 from __future__ import annotations
