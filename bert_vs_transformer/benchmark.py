@@ -2,7 +2,7 @@ r"""Times training steps on synthetic batches; prints one JSON line of throughpu
 
     python -m bert_vs_transformer.benchmark --config=configs/bert.py:base \
         [--config.model.dtype=bfloat16 ...] [--batch_size=N --seq_len=L --steps=N --warmup=N \
-         --peak_tflops=X --task=NAME --max_predictions=P --grad_accum_steps=K]
+         --peak_tflops=X --task=NAME --max_predictions=P --grad_accum_steps=K --members=N]
 
 The step is the training loop's own: `tasks.get_task`, `optim.make_optimizer`,
 `partitioning.make_mesh`, `train_step.init_state` and `train_step.compile_train_step(make_train_step)`,
@@ -12,6 +12,9 @@ on the devices once and reused, so the timing holds no host-to-device input tran
 steps (at least one: it compiles) are excluded; the timed steps are dispatched back to back and
 synchronised once at the end. `--profile_dir=D` then traces `--profile_steps` more steps with
 `jax.profiler` into D and logs where the step's time goes (profile_summary.py; D/summary.md).
+`--members=N` (configs with member_seeds, e.g. configs/glue.py) times N fine-tuning runs vmapped as
+one step (members.py): steps_per_s is then member-steps / N, and tokens, FLOPs and seq_per_s count
+all members.
 
 `--seq_len` sets config.data.max_len (translation: source and target) or config.data.max_seq_len;
 for pretraining it also scales max_predictions_per_seq in proportion (20 at 128 -> 80 at 512, as
@@ -42,7 +45,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bert_vs_transformer import flops, optim, partitioning, tasks, train_step
+from bert_vs_transformer import flops, members, optim, partitioning, tasks, train_step
 
 FLAGS = flags.FLAGS
 
@@ -59,6 +62,8 @@ def define_flags() -> None:
     flags.DEFINE_string("task", None, "translation | pretraining | classification, if the config names none.")
     flags.DEFINE_integer("max_predictions", None, "Masked positions per sequence (pretraining).")
     flags.DEFINE_integer("grad_accum_steps", None, "Microbatches per step; default config.grad_accum_steps or 1.")
+    flags.DEFINE_integer("members", None, "Time N member runs vmapped as one step (members.py; configs with "
+                         "member_seeds, e.g. configs/glue.py): sets config.member_seeds=0..N-1.")
     flags.DEFINE_string("profile_dir", None, "After timing, trace --profile_steps more steps with jax.profiler "
                         "into this directory and log the top kernels per step (profile_summary.py).")
     flags.DEFINE_integer("profile_steps", 3, "Steps traced with --profile_dir (not part of the timing).")
@@ -172,14 +177,25 @@ def run(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = No
     partitioning.check_batch_size(batch_size, mesh)
     partitioning.check_batch_size(batch_size // accum, mesh, "batch_size / grad_accum_steps")
 
-    tx, schedule = optim.make_optimizer(config.optimizer, config.model.d_model, config.num_train_steps)
-    state, shardings = train_step.init_state(task, tx, batch_size, config.seed, mesh)
-    step = train_step.compile_train_step(train_step.make_train_step(task, tx, schedule, accum), shardings, mesh)
-
-    local = synthetic_batch(task, config, batch_size // jax.process_count(), seed=config.seed + jax.process_index())
-    batch = partitioning.global_batch_from_local(local, mesh)
+    member_list = members.parse(config)
+    n_members = len(member_list) if member_list else 1
+    local_rows = batch_size // jax.process_count()
+    if member_list is None:
+        tx, schedule = optim.make_optimizer(config.optimizer, config.model.d_model, config.num_train_steps)
+        state, shardings = train_step.init_state(task, tx, batch_size, config.seed, mesh)
+        step = train_step.compile_train_step(train_step.make_train_step(task, tx, schedule, accum), shardings, mesh)
+        local = synthetic_batch(task, config, local_rows, seed=config.seed + jax.process_index())
+        batch = partitioning.global_batch_from_local(local, mesh)
+    else:  # N runs vmapped (members.py): each member its own synthetic batch
+        group = members.Group(config, member_list, workdir="")
+        tx, schedule = group.optimizer(int(config.model.d_model), int(config.num_train_steps))
+        state, shardings = group.init_state(task, tx, batch_size, mesh)
+        step = group.compile_step(train_step.make_train_step(task, tx, schedule, accum), shardings, mesh)
+        local = members.stack_batches([synthetic_batch(task, config, local_rows, seed=m.seed * 7919 + jax.process_index())
+                                       for m in member_list])
+        batch = group.global_batch(local, mesh)
     rng = jax.random.PRNGKey(config.seed)
-    tokens_per_step = float(jax.device_get(task.tokens(batch)))
+    tokens_per_step = float(np.sum(jax.device_get(task.tokens(batch))))
 
     t0 = time.perf_counter()
     for _ in range(warmup):
@@ -201,7 +217,7 @@ def run(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = No
         profile = _profile_record(profile_dir, profile_steps)
 
     step_time = (t2 - t1) / steps
-    flops_per_step = flops.step_flops(config, batch_size)
+    flops_per_step = flops.step_flops(config, batch_size) * n_members
     num_devices = jax.device_count()
     device = jax.devices()[0]
     peak = flops.peak_flops_per_device(peak_tflops * 1e12 if peak_tflops else None, device.device_kind)
@@ -211,13 +227,14 @@ def run(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = No
         "model_family": config.get("model_family", None),
         "variant": config.get("variant", None),
         "batch_size": batch_size,
+        "members": n_members,  # runs per step (members.py); batch_size, seq_per_s: per member / all members
         **{k: v for k, v in lengths.items()},
         "grad_accum_steps": accum,
         "steps": steps,
         "warmup": warmup,
         "step_time_s": step_time,
         "steps_per_s": 1.0 / step_time,
-        "seq_per_s": batch_size / step_time,
+        "seq_per_s": n_members * batch_size / step_time,
         "tokens_per_step": tokens_per_step,
         "tokens_per_s": tokens_per_step / step_time,
         "model_tflops_per_step": flops_per_step / 1e12,
@@ -227,7 +244,7 @@ def run(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = No
         "mfu": flops.mfu(flops_per_step, 1.0 / step_time, num_devices, peak),
         "peak_memory_gb": peak_memory_gb(),
         "compile_and_warmup_s": t1 - t0,
-        "final_loss": float(jax.device_get(metrics["loss"])),
+        "final_loss": float(np.mean(jax.device_get(metrics["loss"]))),
         "compute_dtype": config.model.dtype,
         "device_kind": device.device_kind,
         "platform": device.platform,
@@ -274,6 +291,10 @@ def main(argv):
     config = prepare_config(
         FLAGS.config, FLAGS.batch_size, FLAGS.seq_len, FLAGS.task, FLAGS.max_predictions, FLAGS.grad_accum_steps
     )
+    if FLAGS.members:
+        if "member_seeds" not in config:
+            raise app.UsageError("--members needs a config with member_seeds (configs/glue.py)")
+        config.member_seeds = ",".join(str(k) for k in range(FLAGS.members))
     record = run(config, FLAGS.steps, FLAGS.warmup, FLAGS.peak_tflops, FLAGS.profile_dir, FLAGS.profile_steps)
     logging.info("benchmark: %.4f s/step, %.1f seq/s", record["step_time_s"], record["seq_per_s"])
     if jax.process_index() == 0:

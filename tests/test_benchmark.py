@@ -41,7 +41,7 @@ def _check_record(rec):
     assert rec["device_kind"] and rec["jax_version"]
     assert rec["data_modules_imported"] == []  # no tensorflow_datasets, no grain
     assert rec["final_loss"] == pytest.approx(rec["final_loss"])  # finite, not NaN
-    assert rec["seq_per_s"] == pytest.approx(rec["batch_size"] / rec["step_time_s"])
+    assert rec["seq_per_s"] == pytest.approx(rec.get("members", 1) * rec["batch_size"] / rec["step_time_s"])
     assert rec["achieved_tflops_per_s"] == pytest.approx(rec["model_tflops_per_step"] / rec["step_time_s"])
 
 
@@ -76,6 +76,21 @@ def test_bert_tiny_pretraining(tmp_path):
     assert rec["num_masked"] == 2  # 20 per 128 tokens, scaled to 16
     assert rec["tokens_per_step"] == 2 * 16
     assert rec["config"]["data"]["max_predictions_per_seq"] == 2
+
+
+def test_members_step():
+    """--members=3: three fine-tuning runs vmapped as one step (members.py), counted as such."""
+    tiny = ["--config=configs/glue.py:task=rte,init=scratch", "--batch_size=4", "--seq_len=16", "--steps=2",
+            "--warmup=1", "--config.model.d_model=32", "--config.model.num_heads=2", "--config.model.d_ff=64",
+            "--config.model.num_encoder_layers=1"]
+    one, three = _run_benchmark(*tiny), _run_benchmark(*tiny, "--members=3")
+    for rec in (one, three):
+        _check_record(rec)
+        assert rec["task"] == "classification"
+    assert one["members"] == 1 and three["members"] == 3
+    assert three["config"]["member_seeds"] == "0,1,2"
+    assert three["tokens_per_step"] == 3 * one["tokens_per_step"] == 3 * 4 * 16
+    assert three["model_tflops_per_step"] == pytest.approx(3 * one["model_tflops_per_step"])
 
 
 def test_prepare_config():

@@ -249,6 +249,12 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
                              # tiling: fast compilation without the slow kernels?
                              ("autotune0_notriton_bf16", "--xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false", "bfloat16"),
                              ("default_fp32", "", "float32")]]),
+        # what member runs (members.py) buy on the GPU: the fine-tuning step of MiniLM's architecture,
+        # one run against nine vmapped (bert6's 3 seeds x 3 lrs); steps_per_s is per member-step / 9
+        ("bench_members", [([PY, "-m", "bert_vs_transformer.benchmark", "--config=configs/glue.py:task=sst2,init=scratch",
+                             f"--members={n}", "--seq_len=64"] +
+                            (["--batch_size=4", "--steps=2", "--warmup=1"] if SMOKE else ["--batch_size=32", "--steps=50", "--warmup=3"]),
+                            90, 0) for n in (1, 9)]),
     ],
 }
 JOBSET = os.environ.get("JOBSET", "issues5_6")
