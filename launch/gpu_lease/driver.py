@@ -1,7 +1,7 @@
 """Runs a prioritised job list concurrently on one leased GPU under a hard deadline.
 
     (on the device, from the repo root; see launch/gpu_lease/run.sh, which calls this)
-    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] [VMAP=0|1 (bert6)] python3 driver.py
+    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] [VMAP=0|1 FT_LRS=5e-5,1e-4,3e-4 (bert6)] python3 driver.py
 
 At most CONC jobs run at once, started in list order. A job is a chain of commands; each gets
 min(its own limit, time left - the reserve kept for the commands after it), then SIGTERM (main.py
@@ -118,6 +118,7 @@ def _pretrained_step(wd):
     return _picked[wd]
 
 VMAP = os.environ.get("VMAP", "1") == "1"  # bert6: each init's seeds x lrs as members of one program
+FT_LRS = os.environ.get("FT_LRS", "5e-5,1e-4,3e-4")  # bert6 with VMAP=1: the members' learning rates
 
 def finetune_members(name, task, pt, lrs, seeds, recipe="", first_s=260, next_s=220, min_s=60):
     """GLUE fine-tuning of both inits of pretraining job `pt`, each init one process whose members
@@ -226,9 +227,10 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
     ] + [
         # one chain per task (lease 3 ran one per task and lr, ten processes at once: each then got
         # 10-40 steps/s of the shared GPU, so fewer processes, each running more)
-        # members make another lr nearly free: 5e-5 (BERT's grid) beside lease 3's 1e-4 and 3e-4
+        # members should make another lr nearly free on a GPU (unmeasured: JOBSET=bench ONLY=bench_members):
+        # 5e-5 (BERT's grid) beside lease 3's 1e-4 and 3e-4; FT_LRS=1e-4,3e-4 drops it
         (t, (finetune_members if VMAP else finetune_chain)(
-            t, t, "pt_small", ("5e-5", "1e-4", "3e-4") if VMAP else ("1e-4", "3e-4"), (0, 1, 2), "epochs=1" if t == "sst2" else "epochs=4,batch_size=16",
+            t, t, "pt_small", tuple(FT_LRS.split(",")) if VMAP else ("1e-4", "3e-4"), (0, 1, 2), "epochs=1" if t == "sst2" else "epochs=4,batch_size=16",
             min_s=(70 if t in ("sst2", "cola") else 45) if not VMAP else (90 if t in ("sst2", "cola") else 60)))
         for t in ("rte", "mrpc", "stsb", "cola", "sst2")
     ],
