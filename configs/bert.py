@@ -124,6 +124,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.dupe_factor = 1 if small else 10  # passes over the documents creating instances (Google's script: 10)
     d.batch_size = 32 if small else 256  # sequences
     d.train_split = "train"  # documents to pretrain on (and to learn a "train:<size>" vocab from)
+    d.corpus_sources = ""  # "" = every training document; else the sources kept, e.g. "ptb,wikitext2,multi30k":
+    # without the GLUE train sentences (glue/<task>), BERT's setting of pretraining text unrelated to the tasks
     d.eval_split = "validation"  # held-out documents (PTB valid)
     d.eval_batch_size = 0  # sequences per eval batch; 0 = batch_size
     d.eval_seed = 0  # eval instances and masking, fixed whatever the run's seed

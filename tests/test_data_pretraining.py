@@ -146,6 +146,26 @@ def test_trained_vocab(tfds_dir):  # noqa: F811
     assert train.keep_learned_vocab(pretraining_config(tfds_dir), workdir + "2") is None  # a given vocab: nothing
 
 
+def test_corpus_sources_filter_the_training_documents(tfds_dir):  # noqa: F811
+    """config.data.corpus_sources keeps the named sources' training documents (BERT's setting: no GLUE
+    text), with its own digest (so its own vocab and instance caches); held-out documents stay."""
+    from bert_vs_transformer.data import pipelines
+
+    full = pretraining_config(tfds_dir, train_split="train")
+    counts = collections.Counter(pp._source_of(r) for r in pipelines.split_records(full, "train"))
+    assert {"ptb", "wikitext2", "multi30k", "glue/sst2", "glue/rte"} <= set(counts)
+    docs, digest = pp.documents(full, "train")
+    assert len(docs) == sum(counts.values())
+    clean = pretraining_config(tfds_dir, train_split="train", corpus_sources="ptb, wikitext2,multi30k")
+    kept, kept_digest = pp.documents(clean, "train")
+    assert len(kept) == sum(n for s, n in counts.items() if not s.startswith("glue/")) and kept_digest != digest
+    glue = pp.documents(pretraining_config(tfds_dir, train_split="train", corpus_sources="glue"), "train")[0]
+    assert len(glue) == sum(n for s, n in counts.items() if s.startswith("glue/"))
+    assert pp.documents(clean, "validation") == pp.documents(full, "validation")  # evaluation unchanged
+    with pytest.raises(ValueError, match=r"no documents from \['books'\]"):
+        pp.documents(pretraining_config(tfds_dir, train_split="train", corpus_sources="books"), "train")
+
+
 def test_same_seed_same_batches(tfds_dir):  # noqa: F811
     cfg = pretraining_config(tfds_dir)
     a = take(data.train_iterator(cfg, process_index=0, process_count=1), 5)

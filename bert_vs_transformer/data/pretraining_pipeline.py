@@ -137,19 +137,44 @@ def _hash(obj) -> str:
 # Documents and tokenizer.
 
 
+def corpus_sources(config) -> tuple[str, ...]:
+    """config.data.corpus_sources: the training documents' sources to keep, comma-separated; a name
+    keeps that source and every 'name/...' one ('glue' = glue/sst2, glue/cola, ...). "" = all."""
+    return tuple(x.strip() for x in str(_d(config).get("corpus_sources", "") or "").split(",") if x.strip())
+
+
+def _source_of(record) -> str:
+    s = record.get("source", "")
+    return s.decode("utf-8") if isinstance(s, bytes) else str(s)
+
+
+def _keep(source: str, wanted: tuple[str, ...]) -> bool:
+    return any(source == w or source.startswith(w + "/") for w in wanted)
+
+
 def documents(config, split: str) -> tuple[list[list[str]], str]:
-    """(documents as lists of sentence strings in file order, sha256 of their text), cached."""
+    """(documents as lists of sentence strings in file order, sha256 of their text), cached. The
+    training split keeps only config.data.corpus_sources' documents (corpus_sources())."""
     from bert_vs_transformer.data import builders
 
     split = _split(config, split)
     name = builders.spec(_d(config).dataset).tfds_name
-    memo = ("documents", name, split, builders.tfds_data_dir(pipelines._tfds_dir(config)))
+    wanted = corpus_sources(config) if split == _split(config, _d(config).get("train_split", "train")) else ()
+    memo = ("documents", name, split, builders.tfds_data_dir(pipelines._tfds_dir(config)), wanted)
     with pipelines._LOCK:
         if memo not in _MEMO:
             records = pipelines.split_records(config, split)
             if records and "sentences" not in records[0]:
                 raise ValueError(f"config.data.dataset={_d(config).dataset!r} has no documents (a 'sentences' "
                                  "feature); BERT pretraining reads the pretraining_corpus dataset")
+            if wanted:
+                known = sorted({_source_of(r) for r in records})
+                unknown = [w for w in wanted if not any(_keep(k, (w,)) for k in known)]
+                if unknown:
+                    raise ValueError(f"config.data.corpus_sources={','.join(wanted)!r}: no documents from {unknown}; "
+                                     f"the {split} split's sources are {known}")
+                records = [r for r in records if _keep(_source_of(r), wanted)]
+                logging.info("pretraining documents of %s: %d kept (sources %s)", split, len(records), ",".join(wanted))
             h = hashlib.sha256()
             docs = []
             for r in records:

@@ -1,7 +1,7 @@
 """Runs a prioritised job list concurrently on one leased GPU under a hard deadline.
 
     (on the device, from the repo root; see launch/gpu_lease/run.sh, which calls this)
-    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] [VMAP=0|1 FT_LRS=5e-5,1e-4,3e-4 (bert6)] python3 driver.py
+    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] [VMAP=0|1 FT_LRS=5e-5,1e-4,3e-4 PT_CORPUS=ptb,wikitext2,multi30k (bert6)] python3 driver.py
 
 At most CONC jobs run at once, started in list order. A job is a chain of commands; each gets
 min(its own limit, time left - the reserve kept for the commands after it), then SIGTERM (main.py
@@ -222,7 +222,9 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
             "--config.data.num_threads=4", "--config.eval_every_steps=1000", "--config.checkpoint_every_steps=1000",
             # 5 steps of the real run traced (pt_small/profile/summary.md): where its step time goes
             "--config.profile_steps=5", "--config.profile_start_step=50",
-            "--config.keep_checkpoints=100"],  # every 1,000 steps kept: pretrained_step may go back
+            "--config.keep_checkpoints=100"]  # every 1,000 steps kept: pretrained_step may go back
+            # PT_CORPUS=ptb,wikitext2,multi30k: BERT's setting, no GLUE text (default: the whole corpus)
+            + ([f"--config.data.corpus_sources={os.environ['PT_CORPUS']}"] if os.environ.get("PT_CORPUS") else []),
             PT_S)),
     ] + [
         # one chain per task (lease 3 ran one per task and lr, ten processes at once: each then got
