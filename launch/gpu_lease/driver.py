@@ -311,15 +311,27 @@ def run_job(name, steps):
             return  # training failed: nothing to evaluate (later steps are independent of each other)
     status[name] = "done"
 
-def pack():
-    tmp = f"{OUT}/results.tgz.tmp"
+LIMIT = 15 * 2**20  # a file back from $OUT: at most 16 MiB
+
+def _tar(tmp, strict):
+    """W's logs and metrics (no checkpoints, no raw xplane traces: profile_summary's summary.md/json
+    stand for them); strict: no raw traces or TensorBoard files at all."""
     with tarfile.open(tmp, "w:gz") as tf:
         for root, dirs, files in os.walk(W):
-            dirs[:] = [d for d in dirs if d not in ("checkpoints",) and not d.startswith("ckpt")]
+            dirs[:] = [d for d in dirs if d not in ("checkpoints",) and not d.startswith("ckpt")
+                       and not (strict and d in ("plugins", "tensorboard"))]
             for f in files:
                 p = os.path.join(root, f)
-                if os.path.getsize(p) < 5_000_000:
-                    tf.add(p, arcname=os.path.relpath(p, W))
+                size = os.path.getsize(p)
+                if size >= 5_000_000 or f.endswith(".xplane.pb") or (f.endswith(".trace.json.gz") and size > 2_000_000):
+                    continue
+                tf.add(p, arcname=os.path.relpath(p, W))
+
+def pack():
+    tmp = f"{OUT}/results.tgz.tmp"
+    _tar(tmp, strict=False)
+    if os.path.getsize(tmp) > LIMIT:  # over $OUT's per-file limit it would not come back at all
+        _tar(tmp, strict=True)
     os.replace(tmp, f"{OUT}/results.tgz")
     with open(f"{OUT}/status.json", "w") as f:
         json.dump({"elapsed": time.time() - T0, "status": status}, f, indent=1)
