@@ -91,16 +91,26 @@ def grid_points(task: str, init: str, root: str, lrs: Sequence[float] = GRID_LRS
             spec = (f"{CONFIG_FILE}:task={task},init={init_arg},lr={lr:g},seed={seed},epochs={epochs:g},"
                     f"batch_size={batch_size},max_seq_len={max_seq_len}" + (f",arch={arch_arg}" if arch_arg else ""))
             run_dir = os.path.join(base, VMAP_DIR, "members") if vmap else base
-            points.append(Point(task, init, float(lr), int(seed), os.path.join(run_dir, f"lr{lr:g}-seed{seed}"), spec))
+            points.append(Point(task, init, float(lr), int(seed), os.path.join(run_dir, run_name(lr, seed)), spec))
     return points
+
+
+def run_name(lr: float, seed: int) -> str:
+    """A run's directory name in the grid (members.py names its members the same way)."""
+    return f"lr{lr:g}-seed{seed}"
 
 
 VMAP_DIR = "vmap"  # grid_points(vmap=True): the member program's workdir under <root>/<task>/<init name>
 
 
+def vmap_workdir(points: Sequence[Point]) -> str:
+    """The member program's workdir of grid_points(vmap=True): <root>/<task>/<init name>/vmap."""
+    return os.path.dirname(os.path.dirname(points[0].workdir))
+
+
 def vmap_command(points: Sequence[Point], extra: Sequence[str] = (), python: str = sys.executable) -> tuple[list[str], str]:
     """(the one command that trains every point as a member, its workdir)."""
-    workdir = os.path.dirname(os.path.dirname(points[0].workdir))
+    workdir = vmap_workdir(points)
     seeds = sorted({p.seed for p in points})
     lrs = sorted({p.lr for p in points}, reverse=True)
     if len(points) != len(seeds) * len(lrs):
@@ -295,8 +305,7 @@ def main(argv=None) -> int:
             md, summary = report(points, status)
             print(md + "\n", flush=True)
             if not args.dry_run:
-                base = os.path.dirname(points[0].workdir)
-                base = os.path.dirname(os.path.dirname(base)) if args.vmap else base
+                base = os.path.dirname(vmap_workdir(points) if args.vmap else points[0].workdir)
                 os.makedirs(base, exist_ok=True)
                 with open(os.path.join(base, "results.md"), "w") as f:
                     f.write(md + "\n")

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bert_vs_transformer import glue_eval, init_from, optim, partitioning, run_logging, train_step
+from bert_vs_transformer import glue_eval, glue_grid, init_from, optim, partitioning, run_logging, train_step
 
 SUPPORTED_TASKS = ("classification",)
 
@@ -46,8 +46,8 @@ class Member:
     learning_rate: float
 
     @property
-    def name(self) -> str:  # glue_grid's run naming
-        return f"lr{self.learning_rate:g}-seed{self.seed}"
+    def name(self) -> str:  # the member's directory: glue_grid's run naming
+        return glue_grid.run_name(self.learning_rate, self.seed)
 
 
 def _split(value: Any, cast) -> list:

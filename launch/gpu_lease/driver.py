@@ -142,7 +142,7 @@ def finetune_members(name, task, pt, lrs, seeds, recipe="", first_s=260, next_s=
         # glue_grid --vmap's layout (W/<task>/<init name>/vmap), so its --report_only reads the results back
         points = glue_grid.grid_points(task, f"{W}/{pt}" if init == "pt" else "scratch", W, [float(x) for x in lrs],
                                        seeds, arch="" if init == "pt" else f"{W}/{pt}", vmap=True)
-        workdir = os.path.dirname(os.path.dirname(points[0].workdir))
+        workdir = glue_grid.vmap_workdir(points)
         argv = glue_job(os.path.relpath(workdir, W), spec, 0)[0][0] + grid
         if init == "pt":  # resolved when the run starts, after the pretraining has ended
             argv = argv + [lambda: f"--config.init_step={pretrained_step(f'{W}/{pt}')}"]
@@ -211,8 +211,8 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
     # tasks: recipe B (4 epochs, batch 16) on the small tasks, 1 epoch at batch 32 on SST-2 (as the
     # CPU cells), at lr 1e-4 and 3e-4 (the CPU runs' best lr differed by init), seeds 0, 1, 2 as time
     # allows. Lease 3 ran it with XLA autotuning off and pretrained at 5.95 steps/s: run bench first.
-    # VMAP=1 (default): per task and init one process training all six seed x lr runs as members
-    # (members.py); VMAP=0: lease 3's chain of single runs.
+    # VMAP=1 (default): per task and init one process training every seed x lr (FT_LRS) run as a
+    # member (members.py); VMAP=0: lease 3's chain of single runs.
     "bert6": [
         (f"sst2_torch_s{k}", torch_job(f"sst2_torch_s{k}", int(k), LR, 480)) for k in TORCH_SEEDS
     ] + [
