@@ -172,3 +172,52 @@ def test_glue_grid_vmap_runs_the_grid_as_one_program(devices, tmp_path):
         export_hf.export_run(str(group), str(tmp_path / "hf"))
     hf = export_hf.export_run(str(group), str(tmp_path / "hf"), member=1)
     assert hf["num_labels"] == 2 and os.path.isfile(tmp_path / "hf" / "model.safetensors")
+
+
+def test_two_processes_match_one(devices, tmp_path):
+    """A member run over 2 processes x 4 devices (localhost, gloo) equals the same run in one
+    process x 8: each process feeds its rows of every member's batch (P(None, data x fsdp))."""
+    import socket
+    import subprocess
+    import sys
+
+    from bert_vs_transformer import train
+    from bert_vs_transformer.config_args import REPO_ROOT
+
+    fields = dict(member_seeds="0,1", member_lrs="1e-3")
+    config = _config(tmp_path, **fields)
+    config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 3
+    train.train_and_evaluate(config, str(tmp_path / "one"))  # also prepares the shared tfds dir
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="4", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+    env.setdefault("BVT_JAX_CACHE_DIR", os.path.join(REPO_ROOT, ".jax_cache"))
+    overrides = [f"--config.model.{k}={v}" for k, v in TINY_MODEL.items()] + [
+        f"--config.{k}={v}" for k, v in dict(
+            num_train_steps=3, eval_every_steps=3, checkpoint_every_steps=3, log_every_steps=1,
+            **fields).items()] + [
+        "--config.optimizer.warmup_steps=1", f"--config.data.tfds_data_dir={tmp_path.parent / 'tfds'}",
+        "--config.data.num_threads=0"]
+    two = tmp_path / "two"
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "bert_vs_transformer.main",
+         "--config=configs/glue.py:task=rte,init=scratch,max_seq_len=48,batch_size=16", f"--workdir={two}",
+         *overrides, f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=400)
+        assert p.returncode == 0, err[-3000:]
+
+    for name in ("lr0.001-seed0", "lr0.001-seed1"):
+        ours = _records(two / "members" / name / "metrics.jsonl")
+        theirs = _records(tmp_path / "one" / "members" / name / "metrics.jsonl")
+        assert [r["step"] for r in ours] == [r["step"] for r in theirs] == [1, 2, 3, 3]
+        for a, b in zip(ours, theirs):
+            for key in ("loss", "grad_norm", "eval_loss", "eval_accuracy", "eval_examples"):
+                if key in b:
+                    assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (name, a["step"], key)
+    one, two_p = _leaves(_params(tmp_path / "one")), _leaves(_params(two))
+    for path, v in one.items():
+        np.testing.assert_allclose(two_p[path], v, rtol=1e-5, atol=1e-6, err_msg=path)
