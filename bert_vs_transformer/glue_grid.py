@@ -27,6 +27,12 @@ accuracy for MRPC) is highest on dev, reported with the number of seeds behind i
 paper the selection is on dev, so the number is optimistic for held-out data. --report_only
 prints the report of what exists without running anything; --dry_run prints the commands.
 
+With several inits (`--init=DIR,scratch --arch=DIR`) a last table puts them side by side over the
+tasks (`compare`): each init's best of grid (task score, mean ± std, its lr and seeds), the first
+init minus each other one, and whether every seed of the first scored above every seed of the
+other; written to ROOT/comparison-<init>-vs-<init>.{md,json}. Paths do not depend on --epochs or
+--batch_size, so one --report_only call reads tasks trained with different recipes.
+
 With the sweep framework of experiments/ this maps onto one sweep: `grid_points(...)` gives the
 (config spec, workdir) pairs to fan out (any launcher can run them, in parallel too), and
 `report(...)` reads the workdirs back.
@@ -211,8 +217,80 @@ def report(points: Sequence[Point], status: dict[str, str] | None = None) -> tup
                      f"(mean ± std over {best['seeds']} seed(s); {complete}/{len(runs)} runs of the grid finished)")
     else:
         lines.append(f"**Best of grid on dev ({task}, init {init}):** no finished run yet")
-    summary = {"task": task, "init": init, "metrics": list(names), "runs": runs, "per_lr": per_lr, "best": best}
+    summary = {"task": task, "init": init, "name": grid_name(points), "metrics": list(names), "runs": runs,
+               "per_lr": per_lr, "best": best}
     return "\n".join(lines), summary
+
+
+def grid_name(points: Sequence[Point]) -> str:
+    """The grid's folder name under ROOT/<task>/: minilm, scratch, init-<DIR>, scratch-<DIR>."""
+    return os.path.basename(grid_dir(points))
+
+
+def grid_dir(points: Sequence[Point]) -> str:
+    """ROOT/<task>/<init name>, where results.{md,json} go."""
+    parent = os.path.dirname(points[0].workdir)
+    return os.path.dirname(os.path.dirname(parent)) if parent.endswith(os.path.join(VMAP_DIR, "members")) else parent
+
+
+def _best_scores(summary: dict[str, Any]) -> list[float]:
+    """The task scores of the best learning rate's finished seeds."""
+    best = summary.get("best")
+    if not best:
+        return []
+    return [r["glue_score"] for r in summary["runs"] if r["lr"] == best["lr"] and r["status"] == "done"]
+
+
+def compare(summaries: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
+    """(markdown, json-able) of inits side by side: {task: [report summaries, one per init]} -> per task each
+    init's best of grid (task score: the mean of the task's GLUE metrics), and the first init against each
+    other one: the difference of those means, and whether every seed of the first (at its best lr) scored
+    above every seed of the other (at its). This is "init A beats init B" on dev, with its seed spread."""
+    tasks = list(summaries)
+    names = [s["name"] for s in summaries[tasks[0]]]
+    ref = names[0]
+    lines = [f"### Inits side by side: best of grid on GLUE dev, task score x100 (mean ± std, lr, seeds)", "",
+             "| task | " + " | ".join(names) + " | " + " | ".join(f"{ref} − {n} | every seed above" for n in names[1:]) + " |",
+             "|---|" + "---:|" * len(names) + "---:|---|" * (len(names) - 1)]
+    out = {"reference": ref, "inits": names, "tasks": {}}
+    tally = {n: {"ahead": [], "tied": [], "behind": [], "every_seed_above": [], "missing": []} for n in names[1:]}
+    for task in tasks:
+        by_name = {s["name"]: s for s in summaries[task]}
+        cells, row = [], {}
+        for n in names:
+            s = by_name[n]
+            b = s.get("best")
+            row[n] = None if not b else {"lr": b["lr"], "seeds": b["seeds"], "score": b["glue_score"],
+                                          "std": b["glue_score_std"], "seed_scores": _best_scores(s)}
+            cells.append("–" if not b else f"{100 * b['glue_score']:.2f} ± {100 * b['glue_score_std']:.2f} "
+                                           f"({b['lr']:g}, {b['seeds']})")
+        for n in names[1:]:
+            a, o = row[ref], row[n]
+            if not a or not o:
+                tally[n]["missing"].append(task)
+                cells += ["–", "–"]
+                continue
+            diff = a["score"] - o["score"]
+            above = min(a["seed_scores"]) > max(o["seed_scores"])
+            row[f"{ref} - {n}"] = {"diff": diff, "every_seed_above": above}
+            tally[n]["ahead" if diff > 1e-9 else "behind" if diff < -1e-9 else "tied"].append(task)
+            if above:
+                tally[n]["every_seed_above"].append(task)
+            cells += [f"{100 * diff:+.2f}", "yes" if above else "no"]
+        out["tasks"][task] = row
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for n, t in tally.items():
+        done = len(tasks) - len(t["missing"])
+        lines.append(f"**{ref} vs {n}:** ahead on {len(t['ahead'])}/{done} task(s)"
+                     + (f" ({', '.join(t['ahead'])})" if t["ahead"] else "")
+                     + f"; every seed above on {len(t['every_seed_above'])}"
+                     + (f" ({', '.join(t['every_seed_above'])})" if t["every_seed_above"] else "")
+                     + (f"; tied on {', '.join(t['tied'])}" if t["tied"] else "")
+                     + (f"; behind on {', '.join(t['behind'])}" if t["behind"] else "")
+                     + (f"; not comparable yet (no finished run): {', '.join(t['missing'])}" if t["missing"] else "") + ".")
+    out["tally"] = tally
+    return "\n".join(lines), out
 
 
 def run_grid(points: Sequence[Point], extra: Sequence[str] = (), dry_run: bool = False,
@@ -295,6 +373,7 @@ def main(argv=None) -> int:
         parser.error(f"unknown task(s) {unknown}; choose from {sorted(metrics.GLUE_METRICS)}")
     inits = [i.strip() for i in args.init.split(",") if i.strip()]
     failed = False
+    summaries: dict[str, list[dict[str, Any]]] = {}
     for task in tasks:
         for init in inits:
             points = grid_points(task, init, args.root, _floats(args.lrs), range(args.seeds), args.epochs,
@@ -303,14 +382,24 @@ def main(argv=None) -> int:
             status = {} if args.report_only else run(points, extra, args.dry_run)
             failed |= any(s.startswith("failed") for s in status.values())
             md, summary = report(points, status)
+            summaries.setdefault(task, []).append(summary)
             print(md + "\n", flush=True)
             if not args.dry_run:
-                base = os.path.dirname(vmap_workdir(points) if args.vmap else points[0].workdir)
+                base = grid_dir(points)
                 os.makedirs(base, exist_ok=True)
                 with open(os.path.join(base, "results.md"), "w") as f:
                     f.write(md + "\n")
                 with open(os.path.join(base, "results.json"), "w") as f:
                     json.dump(summary, f, indent=2, default=str)
+    if len(inits) > 1 and not args.dry_run:
+        md, table = compare(summaries)
+        print(md + "\n", flush=True)
+        stem = os.path.join(os.path.abspath(args.root), "comparison-" + "-vs-".join(table["inits"]))
+        with open(stem + ".md", "w") as f:
+            f.write(md + "\n")
+        with open(stem + ".json", "w") as f:
+            json.dump(dict(table, tasks_run=tasks), f, indent=2, default=str)
+        print(f"(written to {stem}.md / .json)", flush=True)
     return 1 if failed else 0
 
 

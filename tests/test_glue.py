@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -454,3 +455,64 @@ def test_grid_commands_skips_and_best_of_grid(tmp_path, capsys):
     assert glue_grid.main(["--task=mrpc", "--init=minilm", f"--root={tmp_path}", "--seeds=2", "--report_only"]) == 0
     assert "lr 4e-05" in capsys.readouterr().out
     assert os.path.isfile(os.path.join(tmp_path, "mrpc", "minilm", "results.md"))
+
+
+def test_grid_compares_inits_side_by_side(tmp_path, capsys):
+    """--init=A,B: each task's best of grid per init, A - B, and whether every seed of A is above every
+    seed of B; hand-computed from fake finished runs (vmapped layout for A, single runs for B)."""
+    (tmp_path / "pre").mkdir()
+    (tmp_path / "pre" / "config.json").write_text(json.dumps(config_args.load("configs/bert.py:tiny").to_dict()))
+    pre, root = str(tmp_path / "pre"), str(tmp_path / "g")
+    # (task, init) -> {lr: [seed scores]}; MRPC's score is the mean of F1 and accuracy (both set to it)
+    grids = {("mrpc", "pt"): {1e-4: [0.80, 0.82], 3e-4: [0.70, 0.90]},     # best 1e-4 (0.81) vs 3e-4 (0.80)
+             ("mrpc", "scratch"): {1e-4: [0.76, 0.79], 3e-4: [0.60, 0.61]},  # best 1e-4: 0.775
+             ("rte", "pt"): {1e-4: [0.55, 0.52], 3e-4: [0.50, 0.50]},        # best 1e-4: 0.535
+             ("rte", "scratch"): {1e-4: [0.53, 0.53], 3e-4: [0.54, 0.54]}}   # best 3e-4: 0.54
+    for (task, init), by_lr in grids.items():
+        points = glue_grid.grid_points(task, pre if init == "pt" else "scratch", root, (1e-4, 3e-4), range(2),
+                                       arch="" if init == "pt" else pre, vmap=init == "pt")
+        for p in points:
+            v = by_lr[p.lr][p.seed]
+            os.makedirs(p.workdir)
+            with open(os.path.join(p.workdir, "config.json"), "w") as f:
+                json.dump({"num_train_steps": 10}, f)
+            with open(os.path.join(p.workdir, "metrics.jsonl"), "w") as f:
+                f.write(json.dumps({"step": 10, "eval_accuracy": v} | ({"eval_f1": v} if task == "mrpc" else {})) + "\n")
+    argv = ["--task=mrpc,rte", f"--init={pre},scratch", f"--arch={pre}", f"--root={root}", "--lrs=1e-4,3e-4",
+            "--seeds=2", "--report_only"]
+    assert glue_grid.main(argv) == 0  # without --vmap the pretrained grid (members) is not found
+    assert "ahead on 0/0 task(s); every seed above on 0; not comparable yet (no finished run): mrpc, rte." \
+        in capsys.readouterr().out
+    # the two layouts, read together: the pt grid as members, scratch's as single runs
+    summaries = {}
+    for task in ("mrpc", "rte"):
+        for init, vmap in ((pre, True), ("scratch", False)):
+            pts = glue_grid.grid_points(task, init, root, (1e-4, 3e-4), range(2), arch=pre, vmap=vmap)
+            summaries.setdefault(task, []).append(glue_grid.report(pts)[1])
+    md, table = glue_grid.compare(summaries)
+    assert table["inits"] == ["init-pre", "scratch-pre"]
+    mrpc = table["tasks"]["mrpc"]
+    assert mrpc["init-pre"]["lr"] == 1e-4 and mrpc["init-pre"]["score"] == pytest.approx(0.81)
+    assert mrpc["scratch-pre"]["score"] == pytest.approx(0.775)
+    assert mrpc["init-pre - scratch-pre"]["diff"] == pytest.approx(0.035)
+    assert mrpc["init-pre - scratch-pre"]["every_seed_above"]  # 0.80 > 0.79
+    rte = table["tasks"]["rte"]
+    assert rte["scratch-pre"]["lr"] == 3e-4 and rte["init-pre - scratch-pre"]["diff"] == pytest.approx(-0.005)
+    assert not rte["init-pre - scratch-pre"]["every_seed_above"]
+    assert "| mrpc | 81.00 ± 1.41 (0.0001, 2) | 77.50 ± 2.12 (0.0001, 2) | +3.50 | yes |" in md
+    assert ("**init-pre vs scratch-pre:** ahead on 1/2 task(s) (mrpc); every seed above on 1 (mrpc); "
+            "behind on rte.") in md
+    same = glue_grid.compare({"mrpc": [summaries["mrpc"][0], dict(summaries["mrpc"][0], name="again")]})[1]
+    assert same["tally"]["again"]["tied"] == ["mrpc"] and not same["tasks"]["mrpc"]["init-pre - again"]["every_seed_above"]
+
+    # both grids as single runs: main prints and writes the comparison
+    for task in ("mrpc", "rte"):
+        src = glue_grid.grid_points(task, pre, root, (1e-4, 3e-4), range(2), vmap=True)
+        dst = glue_grid.grid_points(task, pre, root, (1e-4, 3e-4), range(2))
+        for a, b in zip(src, dst):
+            shutil.copytree(a.workdir, b.workdir)
+    assert glue_grid.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "every seed above on 1 (mrpc); behind on rte." in out
+    with open(os.path.join(root, "comparison-init-pre-vs-scratch-pre.json")) as f:
+        assert json.load(f)["tally"]["scratch-pre"]["ahead"] == ["mrpc"]
