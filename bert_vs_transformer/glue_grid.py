@@ -145,6 +145,25 @@ def run_result(workdir: str) -> dict[str, Any] | None:
     return final
 
 
+def run_error(workdir: str) -> str | None:
+    """The last {"error": ...} record of a run's metrics.jsonl (a member that stopped on a non-finite
+    loss, members.py), else None."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return None
+    error = None
+    with open(path) as f:
+        for line in f:
+            if '"error"' in line:
+                error = json.loads(line).get("error", error)
+    return error
+
+
+def _failed_or_missing(workdir: str) -> str:
+    error = run_error(workdir)
+    return f"failed: {error}" if error else "missing"
+
+
 def _metric_names(task: str) -> tuple[str, ...]:
     return metrics.GLUE_METRICS[task]
 
@@ -182,7 +201,7 @@ def report(points: Sequence[Point], status: dict[str, str] | None = None) -> tup
     for p in points:
         rec = run_result(p.workdir)
         row = {"lr": p.lr, "seed": p.seed, "workdir": p.workdir,
-               "status": "done" if rec else status.get(p.workdir, "missing")}
+               "status": "done" if rec else status.get(p.workdir) or _failed_or_missing(p.workdir)}
         if rec:
             row.update({m: _num(rec.get(f"eval_{m}")) for m in names})
             row["glue_score"] = _score(rec, task)
@@ -323,9 +342,10 @@ def run_vmapped(points: Sequence[Point], extra: Sequence[str] = (), dry_run: boo
                 log=print) -> dict[str, str]:
     """Runs the grid as one member program (members.py) unless every point is finished; -> {workdir: status}."""
     tag = f"{points[0].task} {init_name(points[0].init)}: {len(points)} runs vmapped"
-    if all(run_result(p.workdir) is not None for p in points):
-        log(f"{tag}: finished, skipped")
-        return {p.workdir: "done" for p in points}
+    if all(run_result(p.workdir) is not None or run_error(p.workdir) for p in points):
+        log(f"{tag}: finished, skipped")  # a member that stopped on a non-finite loss would stop again
+        return {p.workdir: "done" if run_result(p.workdir) is not None else f"failed: {run_error(p.workdir)}"
+                for p in points}
     cmd, workdir = vmap_command(points, extra)
     if dry_run:
         log(" ".join(cmd))
@@ -335,8 +355,11 @@ def run_vmapped(points: Sequence[Point], extra: Sequence[str] = (), dry_run: boo
     t0 = time.time()
     with open(os.path.join(workdir, "train.log"), "a") as out:
         rc = subprocess.call(cmd, cwd=config_args.REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-    status = {p.workdir: "done" if rc == 0 and run_result(p.workdir) is not None else f"failed (exit {rc})"
-              for p in points}
+    status = {}
+    for p in points:
+        error = run_error(p.workdir)
+        status[p.workdir] = ("done" if rc == 0 and run_result(p.workdir) is not None
+                             else f"failed: {error}" if error else f"failed (exit {rc})")
     log(f"{tag}: exit {rc} in {time.time() - t0:.0f} s")
     return status
 

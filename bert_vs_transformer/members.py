@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from bert_vs_transformer import glue_eval, glue_grid, init_from, optim, partitioning, run_logging, train_step
@@ -104,6 +105,7 @@ class Group:
         self.configs = [member_config(config, m) for m in self.members]
         self.size = len(self.members)
         self.dirs = [os.path.join(workdir, "members", m.name) for m in self.members]
+        self.diverged: dict[int, int] = {}  # member index -> the step it stopped at (check_finite)
 
     # -- optimizer and state ----------------------------------------------------------------------
 
@@ -166,7 +168,9 @@ class Group:
     # -- data -------------------------------------------------------------------------------------
 
     def train_iterator(self, make_iterator):
-        return StackedIterator([make_iterator(c) for c in self.configs])
+        iterator = StackedIterator([make_iterator(c) for c in self.configs])
+        iterator.diverged = self.diverged  # one dict: checkpoints keep it with the data state
+        return iterator
 
     @staticmethod
     def global_batch(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
@@ -177,23 +181,60 @@ class Group:
 
     def compile_step(self, step_fn, shardings, mesh):
         """step_fn(state, batch, rng, lr_factor) vmapped over members; -> run(state, batch, rng) where
-        rng is ignored: member k's dropout stream is PRNGKey(seed_k + 1), as its single run's."""
+        rng is ignored: member k's dropout stream is PRNGKey(seed_k + 1), as its single run's.
+
+        A member whose loss or gradient norm turns non-finite stops there (its single run would raise):
+        its update is discarded, it stays frozen from then on (a device-side alive flag, carried from
+        step to step; metrics["alive"]) and the others go on. check_finite logs it."""
         replicated = NamedSharding(mesh, P())
+
+        def guarded(state, batch, rng, factor, alive):
+            new_state, metrics = step_fn(state, batch, rng, factor)
+            ok = alive & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+            new_state = jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new_state, state)
+            return new_state, dict(metrics, alive=ok)
+
         jitted = jax.jit(
-            jax.vmap(step_fn),
-            in_shardings=(shardings, NamedSharding(mesh, P(None, ("data", "fsdp"))), replicated, replicated),
+            jax.vmap(guarded),
+            in_shardings=(shardings, NamedSharding(mesh, P(None, ("data", "fsdp"))), replicated, replicated,
+                          replicated),
             out_shardings=(shardings, replicated),
             donate_argnums=(0,),
         )
         rngs = jnp.stack([jax.random.PRNGKey(m.seed + 1) for m in self.members])
         factors = jnp.asarray(self.lr_factors())
+        self._alive = jnp.asarray([k not in self.diverged for k in range(self.size)])
 
         def run(state, batch, rng=None):
             with partitioning.activate(mesh):
-                return jitted(state, batch, rngs, factors)
+                state, metrics = jitted(state, batch, rngs, factors, self._alive)
+            self._alive = metrics["alive"]
+            return state, metrics
 
         run.jitted = jitted
         return run
+
+    # -- divergence -------------------------------------------------------------------------------
+
+    def check_finite(self, pending) -> None:
+        """Logs each member that stopped in `pending` (an error record in its metrics.jsonl, a warning);
+        raises FloatingPointError, as a single run would, once every member has stopped."""
+        for s, m in pending:
+            alive = np.asarray(jax.device_get(m["alive"]))
+            for k in np.flatnonzero(~alive):
+                k = int(k)
+                if k in self.diverged:
+                    continue
+                loss, grad_norm = (float(np.asarray(jax.device_get(m[n]))[k]) for n in ("loss", "grad_norm"))
+                msg = (f"member {self.members[k].name}: non-finite loss {loss} or gradient norm {grad_norm} at "
+                       f"step {s}; it stopped there (its update discarded), the other members go on")
+                self.diverged[k] = s
+                logging.warning(msg)
+                if hasattr(self, "loggers"):
+                    self.loggers[k].write(s, {"error": msg})
+        if len(self.diverged) == self.size:
+            raise FloatingPointError(f"every member stopped on a non-finite loss or gradient norm (steps "
+                                     f"{sorted(self.diverged.values())}); the last good checkpoint is kept")
 
     def compile_eval(self, task, param_shardings, mesh):
         def sums(params, batch):
@@ -229,25 +270,30 @@ class Group:
 
     def flush(self, step: int, pending, elapsed: float, window_steps: int, flush_one, flops_per_step, peak,
               num_devices) -> dict[str, Any]:
-        """Each member's window record (train._flush on its slice) to its metrics.jsonl; -> the
-        group's record: mean loss and grad norm, summed tokens/s, MFU of all members' FLOPs."""
+        """Each running member's window record (train._flush on its steps) to its metrics.jsonl; -> the
+        group's record: mean loss and grad norm, summed tokens/s, MFU of all members' FLOPs, the first
+        running member's learning rate, and `members` (how many are running)."""
+        self.check_finite(pending)
         host = [(s, jax.device_get(m)) for s, m in pending]
-        records = []
+        records = {}
         for k, logger in enumerate(self.loggers):
-            mine = [(s, {name: v[k] for name, v in m.items()}) for s, m in host]
+            mine = [(s, {name: v[k] for name, v in m.items()}) for s, m in host if m["alive"][k]]
+            if not mine:  # stopped before this window
+                continue
             rec = flush_one(mine, elapsed, window_steps, flops_per_step, peak, num_devices)
             logger.write(step, rec)
-            records.append(rec)
-        out = dict(records[0])
-        out["loss"] = float(np.mean([r["loss"] for r in records]))
-        out["grad_norm"] = float(np.mean([r["grad_norm"] for r in records]))
-        out["tokens_per_s"] = float(sum(r["tokens_per_s"] for r in records))
-        out["mfu"] = None if records[0]["mfu"] is None else float(sum(r["mfu"] for r in records))
-        out["members"] = self.size
+            records[k] = rec
+        recs = list(records.values())
+        out = dict(recs[0])  # learning_rate: the first running member's (members' peaks differ)
+        out["loss"] = float(np.mean([r["loss"] for r in recs]))
+        out["grad_norm"] = float(np.mean([r["grad_norm"] for r in recs]))
+        out["tokens_per_s"] = float(sum(r["tokens_per_s"] for r in recs))
+        out["mfu"] = None if recs[0]["mfu"] is None else float(sum(r["mfu"] for r in recs))
+        out["members"] = len(recs)
         return out
 
     def evaluate(self, step: int, task, eval_fn, params, mesh, batches, local_rows) -> dict[str, float]:
-        """Every member's dev metrics (loss pass + GLUE metrics) to its metrics.jsonl; -> their mean."""
+        """Every running member's dev metrics (loss pass + GLUE metrics) to its metrics.jsonl; -> their mean."""
         totals: dict[str, np.ndarray] = {}
         for batch in batches:
             gbatch = partitioning.global_batch_from_local(local_rows(batch), mesh)
@@ -255,6 +301,8 @@ class Group:
                 totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
         per_member = []
         for k, (c, logger) in enumerate(zip(self.configs, self.loggers)):
+            if k in self.diverged:  # no eval record: glue_grid reports the run as failed, with the error
+                continue
             ev = {f"eval_{n}": v for n, v in task.summarize({n: float(t[k]) for n, t in totals.items()}).items()} \
                 if totals else {}
             mine = jax.tree_util.tree_map(lambda x: x[k], params)
@@ -274,6 +322,7 @@ class StackedIterator:
 
     def __init__(self, iterators):
         self.iterators = list(iterators)
+        self.diverged: dict[int, int] = {}  # Group.check_finite's stopped members, saved with the state
 
     def __iter__(self):
         return self
@@ -282,7 +331,8 @@ class StackedIterator:
         return stack_batches([next(it) for it in self.iterators])
 
     def get_state(self) -> dict[str, Any]:
-        return {"members": [it.get_state() for it in self.iterators]}
+        return {"members": [it.get_state() for it in self.iterators],
+                "diverged": {str(k): int(v) for k, v in self.diverged.items()}}
 
     def set_state(self, state: dict[str, Any]) -> None:
         states = state.get("members")
@@ -291,6 +341,8 @@ class StackedIterator:
                              f"{str(state)[:200]}")
         for it, s in zip(self.iterators, states):
             it.set_state(s)
+        self.diverged.clear()
+        self.diverged.update({int(k): int(v) for k, v in (state.get("diverged") or {}).items()})
 
 
 def stack_batches(batches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

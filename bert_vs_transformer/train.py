@@ -169,6 +169,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         eval_fn = group.compile_eval(task, shardings.params, mesh)
     to_global = partitioning.global_batch_from_local if group is None else group.global_batch
     finite_fn = jax.jit(train_step.all_finite)
+    check_finite = _check_finite if group is None else group.check_finite  # members: a stopped one is logged
     rng = jax.random.PRNGKey(int(config.seed) + 1)
     flops_per_step = flops.step_flops(config, batch_size)  # per member
     peak = flops.peak_flops_per_device(config.get("peak_flops_per_device") or None)
@@ -204,7 +205,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                     logging.info(progress.line(step, last))
                 pending, window_start, window_steps = [], time.time(), 0
             if step % int(config.eval_every_steps) == 0 or step == total:
-                _check_finite(pending)
+                check_finite(pending)
                 if group is None:
                     ev = evaluate(config, task, eval_fn, state.params, mesh)
                     ev.update(translation_eval.eval_metrics(config, state.params))  # BLEU; {} for other tasks
@@ -218,7 +219,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                     logging.info("eval at step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in ev.items()))
                 window_start = time.time()
             if step % int(config.checkpoint_every_steps) == 0 or step == total or stop:
-                _check_finite(pending)
+                check_finite(pending)
                 if not bool(finite_fn(state.params)):
                     raise FloatingPointError(
                         f"non-finite parameters after step {step}; not saved, the last good checkpoint "
@@ -281,14 +282,13 @@ class _StepProfiler:
 
 
 def _check_finite(pending) -> None:
-    """Raises at the first step whose loss or gradient norm is NaN/Inf (members: any member's)."""
+    """Raises at the first step whose loss or gradient norm is NaN/Inf (members: Group.check_finite)."""
     for s, m in pending:
-        loss, grad_norm = (np.asarray(x, np.float64) for x in jax.device_get((m["loss"], m["grad_norm"])))
-        where = "" if loss.ndim == 0 else f" (member {int(np.argmin(np.isfinite(loss) & np.isfinite(grad_norm)))})"
-        if not np.all(np.isfinite(loss)):
-            raise FloatingPointError(f"non-finite loss {loss} at step {s}{where}; the last good checkpoint is kept")
-        if not np.all(np.isfinite(grad_norm)):
-            raise FloatingPointError(f"non-finite gradient norm {grad_norm} at step {s}{where} (loss {loss}); "
+        loss, grad_norm = (float(x) for x in jax.device_get((m["loss"], m["grad_norm"])))
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss} at step {s}; the last good checkpoint is kept")
+        if not np.isfinite(grad_norm):
+            raise FloatingPointError(f"non-finite gradient norm {grad_norm} at step {s} (loss {loss}); "
                                      "the last good checkpoint is kept")
 
 

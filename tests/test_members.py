@@ -221,3 +221,39 @@ def test_two_processes_match_one(devices, tmp_path):
     one, two_p = _leaves(_params(tmp_path / "one")), _leaves(_params(two))
     for path, v in one.items():
         np.testing.assert_allclose(two_p[path], v, rtol=1e-5, atol=1e-6, err_msg=path)
+
+
+def test_a_diverging_member_stops_alone(devices, tmp_path):
+    """lr 1e12 turns its member's loss non-finite: that member stops (an error record, no final eval,
+    glue_grid reports it failed) and the lr 1e-3 member finishes as its single run; resume keeps it so."""
+    from bert_vs_transformer import glue_grid, train
+
+    config = _config(tmp_path, member_seeds="0", member_lrs="1e-3,1e12")
+    config.checkpoint_every_steps, config.keep_checkpoints = 2, 3
+    group_dir = tmp_path / "group"
+    last = train.train_and_evaluate(config, str(group_dir))
+    assert last["members"] == 1 and "eval_accuracy" in last
+    good, bad = (str(group_dir / "members" / n) for n in ("lr0.001-seed0", "lr1e+12-seed0"))
+    assert glue_grid.run_result(good) is not None and glue_grid.run_result(bad) is None
+    errors = [r for r in _records(os.path.join(bad, "metrics.jsonl")) if "error" in r]
+    assert len(errors) == 1 and "non-finite" in errors[0]["error"] and errors[0]["step"] <= STEPS
+
+    single_dir = tmp_path / "single"
+    c = _config(tmp_path, seed=0)
+    c.optimizer.learning_rate = 1e-3
+    train.train_and_evaluate(c, str(single_dir))
+    ours, theirs = _records(os.path.join(good, "metrics.jsonl")), _records(single_dir / "metrics.jsonl")
+    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
+    for a, b in zip(ours, theirs):
+        for key in ("loss", "grad_norm", "eval_loss", "eval_accuracy"):
+            if key in b:
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["step"], key)
+
+    # resumed from step 2: the stopped member stays stopped (once), the other one ends as before
+    shutil.rmtree(group_dir / "checkpoints" / str(STEPS))
+    train.train_and_evaluate(config, str(group_dir))
+    assert [r for r in _records(os.path.join(bad, "metrics.jsonl")) if "error" in r] == errors
+    assert glue_grid.run_result(good)["eval_accuracy"] == pytest.approx(ours[-1]["eval_accuracy"])
+    md, summary = glue_grid.report([glue_grid.Point("rte", "scratch", lr, 0, d, "") for lr, d in ((1e-3, good), (1e12, bad))])
+    assert [r["status"] for r in summary["runs"]][0] == "done"
+    assert summary["runs"][1]["status"].startswith("failed: member lr1e+12-seed0: non-finite")
