@@ -96,9 +96,18 @@ def vocab_file(config) -> str:
 
 def write_weights(state_dict: dict[str, np.ndarray], output: str, max_shard_mb: float = 0) -> list[str]:
     """OUT/model.safetensors, or with max_shard_mb > 0 Hugging Face's shards (model-0000k-of-0000n.safetensors,
-    each at most that size unless one tensor is larger, and model.safetensors.index.json); -> files written."""
+    each at most that size unless one tensor is larger, and model.safetensors.index.json); -> files written.
+    An earlier export's weight files in OUT are removed first."""
     from safetensors.numpy import save_file
 
+    import glob
+
+    # an earlier export's weights in OUT (another layout or shard count) would be read instead of, or
+    # mixed with, these: model.safetensors wins over shards in transformers and convert.load_hf_weights
+    for old in [os.path.join(output, "model.safetensors"), os.path.join(output, convert.SHARD_INDEX),
+                *glob.glob(os.path.join(output, "model-*-of-*.safetensors"))]:
+        if os.path.isfile(old):
+            os.remove(old)
     tensors = {k: np.ascontiguousarray(v) for k, v in state_dict.items()}
     limit = int(max_shard_mb * 2**20)
     shards: list[dict[str, np.ndarray]] = [{}]

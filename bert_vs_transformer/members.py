@@ -8,9 +8,13 @@ Member (seed s, lr l) is the single run `--config.seed=s --config.optimizer.lear
 its own parameter init (PRNGKey(s)), dropout stream (PRNGKey(s + 1)), data order (seed s, unless
 config.data.seed pins one order for all), gradient clipping and AdamW moments; its update is the
 unit-peak schedule's update times l, which is AdamW's update at peak l (optax scales the whole
-update, weight decay included, by the learning rate). tests/test_members.py checks members
-against single runs. Each step's batches are padded to the widest member's length bucket
-(padding is masked: the same results).
+update, weight decay included, by the learning rate). Each step's batches are padded to the widest
+member's length bucket. The padding is masked, so without dropout a member is its single run exactly;
+with dropout a member padded wider than its own batch draws its dropout masks for the wider shape:
+a different draw from the same distribution, not the single run's (tests/test_members.py checks
+members equal to single runs where widths agree; at real scale, session 12's 3-member RTE check:
+two seeds ended on their single runs' dev accuracy, one 2 of 277 examples off). A member whose loss
+turns non-finite stops alone (compile_step); the others finish.
 
 Why: a small model's step at a fine-tuning batch is bound by launch overhead, not FLOPs, on an
 accelerator; M members then cost about one run (lease 3: ten separate processes on one H200 each
@@ -71,8 +75,8 @@ def parse(config) -> list[Member] | None:
     seeds = seeds or [int(config.seed)]
     lrs = lrs or [float(config.optimizer.learning_rate)]
     members = [Member(s, lr) for lr in lrs for s in seeds]
-    if len(set(members)) != len(members):
-        raise ValueError(f"config.member_seeds / config.member_lrs repeat a member: {[m.name for m in members]}")
+    if len(set(members)) != len(members) or len({m.name for m in members}) != len(members):
+        raise ValueError(f"config.member_seeds / config.member_lrs repeat a member (or two lrs print alike): {[m.name for m in members]}")
     if config.get("task") not in SUPPORTED_TASKS:
         raise ValueError(f"config.member_seeds / member_lrs are implemented for task in {SUPPORTED_TASKS}, "
                          f"not {config.get('task')!r}")

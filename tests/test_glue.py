@@ -402,6 +402,13 @@ def test_pretraining_workdir_init_and_export(devices, tmp_path):
     for k in want_bert:
         np.testing.assert_allclose(got[k], want_bert[k], rtol=2e-3, atol=1e-4, err_msg=k)
 
+    # exported again into the same folder, unsharded float32: the shards and index are replaced, not
+    # left beside it (a reader would pick one layout or the other)
+    export_hf.export_run(str(workdir), str(small))
+    assert not [f for f in os.listdir(small) if f.startswith("model-") or f.endswith(".index.json")]
+    again32 = convert.load_hf_weights(str(small))
+    assert all(again32[k].dtype == np.float32 and np.array_equal(again32[k], full[k]) for k in full)
+
 
 # ---------------------------------------------------------------------------------------------
 # The grid.

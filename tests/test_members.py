@@ -64,6 +64,9 @@ def test_parse_members():
     config.member_lrs = "1e-4,1e-4"
     with pytest.raises(ValueError, match="repeat"):
         members.parse(config)
+    config.member_lrs = "1e-4,1.0000001e-4"  # distinct numbers, one directory name
+    with pytest.raises(ValueError, match="print alike"):
+        members.parse(config)
     config.member_lrs = "fast"
     with pytest.raises(ValueError, match="comma-separated numbers"):
         members.parse(config)
