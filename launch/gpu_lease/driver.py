@@ -1,18 +1,21 @@
 """Runs a prioritised job list concurrently on one leased GPU under a hard deadline.
 
     (on the device, from the repo root; see launch/gpu_lease/run.sh, which calls this)
-    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] [VMAP=0|1 FT_LRS=5e-5,1e-4,3e-4 PT_CORPUS=ptb,wikitext2,multi30k (bert6)] python3 driver.py
+    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] [VMAP=0|1 FT_LRS=5e-5,1e-4,3e-4 PT_CORPUS=ptb,wikitext2,multi30k SCRATCH_EARLY=1|0 (bert6)] [FT_XLA_FLAGS=...] python3 driver.py
 
 At most CONC jobs run at once, started in list order. A job is a chain of commands; each gets
-min(its own limit, time left - the reserve kept for the commands after it), then SIGTERM (main.py
-saves a checkpoint and stops) and SIGKILL 40 s later. Logs and metrics (no checkpoints) go to
+min(its own limit, time left - the reserve kept for the commands after it - GRACE), then SIGTERM
+(main.py saves a checkpoint and stops) and SIGKILL GRACE (40) s later: so every process is gone by
+DEADLINE (the lease's command limit would otherwise kill the driver first and leave its children,
+in their own sessions, running into the next call). Logs and metrics (no checkpoints) go to
 $OUT/results.tgz every 40 s and at the end, so a lease cut short still returns what finished.
 SMOKE=1 shrinks every job to a few steps (checks the chain on a CPU). Default job set: issues 5
 and 6 (Multi30k runs, MiniLM SST-2 side by side, CoLA/RTE); JOBSET=sweep: six Multi30k levers
 (too many at once: they spent the lease compiling); JOBSET=levers: four full Multi30k schedules
 with test BLEU, and the PyTorch half of the SST-2 side-by-side; JOBSET=bert6: that PyTorch half,
 and a small BERT pretrained here then fine-tuned on the five tasks beside a random init of it
-(jobs in NEEDS wait for a file before taking a slot); JOBSET=bench: the small BERT's pretraining
+(jobs in NEEDS wait for a file before taking a slot, and give up at once when no job of the call
+will make it: e.g. a second call on a fresh machine); JOBSET=bench: the small BERT's pretraining
 step timed with and without XLA autotuning (lease 3 ran it at 5.95 steps/s with autotuning off), each
 variant then profiled for 3 steps (bench_small/prof_<variant>/summary.md: the top kernels per step).
 run.sh with PICK_FLAGS=1 runs pick_flags.py first: it times that step under each candidate XLA flag
@@ -22,12 +25,12 @@ machine (same W) with ONLY=<the fine-tuning chains> goes on where the first call
 Seen on an H200 lease (2026-11-26): with 6-9 processes at once, XLA compilation (autotuning,
 ptxas) took 2-4 minutes per process before the first step; budget for it or run fewer at once.
 """
-import json, os, shlex, signal, subprocess, sys, tarfile, threading, time
+import fnmatch, json, os, shlex, signal, subprocess, sys, tarfile, threading, time
 
+T0 = time.time()  # before the imports: DEADLINE counts from run.sh's launch of this script
 sys.path.insert(0, os.getcwd())  # the repo root (run.sh runs this from there)
 from bert_vs_transformer import checkpoints, glue_grid  # noqa: E402  (no JAX work at import)
 
-T0 = time.time()
 DEADLINE = float(os.environ.get("DEADLINE", "470"))
 CONC = int(os.environ.get("CONC", "8"))
 SMOKE = os.environ.get("SMOKE") == "1"
@@ -98,6 +101,8 @@ def pretrain_job(name, variant, extra, train_s):
             (["sh", "-c", f"cp {wd}_hf/*.safetensors {OUT}/"], 20, 0)]
 
 NEEDS = {}  # job name -> a file the job waits for before it takes a slot
+PRODUCERS = {}  # such a file -> the job that makes it (a waiting job gives up once that one has ended)
+FT_JOBS = set()  # fine-tuning jobs: run with FT_XLA_FLAGS
 PT_PICK = os.environ.get("PT_PICK", "best")  # best | last: which pretraining checkpoint the fine-tunes read
 _picked, _pick_lock = {}, threading.Lock()
 
@@ -120,14 +125,20 @@ def _pretrained_step(wd):
 VMAP = os.environ.get("VMAP", "1") == "1"  # bert6: each init's seeds x lrs as members of one program
 FT_LRS = os.environ.get("FT_LRS", "5e-5,1e-4,3e-4")  # bert6 with VMAP=1: the members' learning rates
 
-def finetune_members(name, task, pt, lrs, seeds, recipe="", first_s=260, next_s=220, min_s=60):
-    """GLUE fine-tuning of both inits of pretraining job `pt`, each init one process whose members
-    (bert_vs_transformer/members.py) are every seed x lr: pt then scratch. Report (here or after the
-    lease, from the unpacked results.tgz as W): python -m bert_vs_transformer.glue_grid --task=TASK
-    --init=W/pt_small,scratch --arch=W/pt_small --root=W --lrs=LRS --seeds=3 --vmap --report_only. A small model's step
-    leaves the GPU idle between kernel launches; vmapped members fill it, and each init compiles
-    once instead of once per run. A run cut at its limit saved a checkpoint: a second call resumes it."""
-    NEEDS[name] = f"{W}/{pt}/DONE"
+SCRATCH_EARLY = os.environ.get("SCRATCH_EARLY", "1") == "1"  # bert6: random inits beside the pretraining
+
+def finetune_members(name, task, pt, lrs, seeds, recipe="", init="pt", max_s=260, min_s=60):
+    """GLUE fine-tuning of one init of pretraining job `pt` (init="pt": its checkpoint; "scratch": a
+    random init of its architecture and vocab) as one process whose members (bert_vs_transformer/
+    members.py) are every seed x lr. The pt job waits for the pretraining's DONE; the scratch job only
+    for its vocab.txt (written when it starts) with SCRATCH_EARLY=1, so it runs beside the pretraining
+    (sharing the GPU with it), else for DONE too. Report (here or after the lease, from the unpacked
+    results.tgz as W): python -m bert_vs_transformer.glue_grid --task=TASK --init=W/pt_small,scratch
+    --arch=W/pt_small --root=W --lrs=LRS --seeds=3 --vmap --report_only. A small model's step leaves
+    the GPU idle between kernel launches; vmapped members fill it, and each init compiles once instead
+    of once per run. A run cut at its limit saved a checkpoint: a second call resumes it."""
+    NEEDS[name] = f"{W}/{pt}/DONE" if init == "pt" or not SCRATCH_EARLY else f"{W}/{pt}/vocab.txt"
+    PRODUCERS[NEEDS[name]] = pt
     grid = [f"--config.member_seeds={','.join(map(str, seeds))}", f"--config.member_lrs={','.join(lrs)}",
             # a checkpoint only at the end or at SIGTERM (9 members of the small BERT with Adam: ~1.9 GB each)
             "--config.checkpoint_every_steps=1000000",
@@ -135,19 +146,17 @@ def finetune_members(name, task, pt, lrs, seeds, recipe="", first_s=260, next_s=
             # programs again (lease 1: 2-4 min of compilation per process with 6-9 at once), while the
             # padding (masked: the same results) costs little on a GPU that small steps leave idle
             "--config.data.length_buckets=(64,)"]
-    steps = []
-    for init in ("pt", "scratch"):
-        spec = f"task={task},lr={lrs[0]},seed={seeds[0]}," + (f"init={W}/{pt}" if init == "pt" else f"init=scratch,arch={W}/{pt}")
-        spec += f",{recipe}" if recipe else ""
-        # glue_grid --vmap's layout (W/<task>/<init name>/vmap), so its --report_only reads the results back
-        points = glue_grid.grid_points(task, f"{W}/{pt}" if init == "pt" else "scratch", W, [float(x) for x in lrs],
-                                       seeds, arch="" if init == "pt" else f"{W}/{pt}", vmap=True)
-        workdir = glue_grid.vmap_workdir(points)
-        argv = glue_job(os.path.relpath(workdir, W), spec, 0)[0][0] + grid
-        if init == "pt":  # resolved when the run starts, after the pretraining has ended
-            argv = argv + [lambda: f"--config.init_step={pretrained_step(f'{W}/{pt}')}"]
-        steps.append((argv, first_s if init == "pt" else next_s, 0, min_s))
-    return steps
+    spec = f"task={task},lr={lrs[0]},seed={seeds[0]}," + (f"init={W}/{pt}" if init == "pt" else f"init=scratch,arch={W}/{pt}")
+    spec += f",{recipe}" if recipe else ""
+    # glue_grid --vmap's layout (W/<task>/<init name>/vmap), so its --report_only reads the results back
+    points = glue_grid.grid_points(task, f"{W}/{pt}" if init == "pt" else "scratch", W, [float(x) for x in lrs],
+                                   seeds, arch="" if init == "pt" else f"{W}/{pt}", vmap=True)
+    workdir = glue_grid.vmap_workdir(points)
+    argv = glue_job(os.path.relpath(workdir, W), spec, 0)[0][0] + grid
+    if init == "pt":  # resolved when the run starts, after the pretraining has ended
+        argv = argv + [lambda: f"--config.init_step={pretrained_step(f'{W}/{pt}')}"]
+    FT_JOBS.add(name)
+    return [(argv, max_s, 0, min_s)]
 
 def finetune_chain(name, task, pt, lrs, seeds, recipe="", first_s=170, next_s=100, min_s=45):
     """GLUE fine-tuning of both inits of pretraining job `pt` (init=its workdir, and init=scratch with
@@ -156,6 +165,8 @@ def finetune_chain(name, task, pt, lrs, seeds, recipe="", first_s=170, next_s=10
     persistent cache instead of compiling. Waits for the pretraining job's DONE; a run is skipped
     when fewer than min_s seconds are left."""
     NEEDS[name] = f"{W}/{pt}/DONE"
+    PRODUCERS[NEEDS[name]] = pt
+    FT_JOBS.add(name)
     steps = []
     for k in seeds:
         for lr in lrs:
@@ -168,6 +179,11 @@ def finetune_chain(name, task, pt, lrs, seeds, recipe="", first_s=170, next_s=10
                 compiles = k == seeds[0] and init == "pt"  # the first run of each lr compiles its programs
                 steps.append((argv, first_s if compiles else next_s, 0, min_s))
     return steps
+
+FT_TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
+
+def _recipe(task):  # bert6: recipe B (4 epochs, batch 16) on the small tasks, 1 epoch at batch 32 on SST-2
+    return "epochs=1" if task == "sst2" else "epochs=4,batch_size=16"
 
 JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds kept for the steps after)]
     "issues5_6": [  # lease 1 of 2026-11-26
@@ -231,10 +247,16 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
         # 10-40 steps/s of the shared GPU, so fewer processes, each running more)
         # members should make another lr nearly free on a GPU (unmeasured: JOBSET=bench ONLY=bench_members):
         # 5e-5 (BERT's grid) beside lease 3's 1e-4 and 3e-4; FT_LRS=1e-4,3e-4 drops it
-        (t, (finetune_members if VMAP else finetune_chain)(
-            t, t, "pt_small", tuple(FT_LRS.split(",")) if VMAP else ("1e-4", "3e-4"), (0, 1, 2), "epochs=1" if t == "sst2" else "epochs=4,batch_size=16",
-            min_s=(70 if t in ("sst2", "cola") else 45) if not VMAP else (90 if t in ("sst2", "cola") else 60)))
-        for t in ("rte", "mrpc", "stsb", "cola", "sst2")
+        # VMAP=1: two jobs per task, <task>_scratch (the random init: needs only the architecture, so
+        # with SCRATCH_EARLY=1 it starts beside the pretraining) and <task> (the pretrained init, after it)
+        (f"{t}_scratch", finetune_members(f"{t}_scratch", t, "pt_small", tuple(FT_LRS.split(",")), (0, 1, 2),
+                                          _recipe(t), init="scratch", max_s=400, min_s=90 if t in ("sst2", "cola") else 60))
+        for t in (FT_TASKS if VMAP else ())
+    ] + [
+        (t, finetune_members(t, t, "pt_small", tuple(FT_LRS.split(",")), (0, 1, 2), _recipe(t), init="pt",
+                             max_s=400, min_s=90 if t in ("sst2", "cola") else 60) if VMAP else
+         finetune_chain(t, t, "pt_small", ("1e-4", "3e-4"), (0, 1, 2), _recipe(t), min_s=70 if t in ("sst2", "cola") else 45))
+        for t in FT_TASKS
     ],
     # Why lease 3's pretraining ran at 5.95 steps/s: one process at a time (no contention), the small
     # BERT's pretraining step on a synthetic batch, with and without autotuning, bf16 and fp32.
@@ -266,8 +288,8 @@ if JOBSET not in JOBSETS:
     sys.exit(f"unknown JOBSET={JOBSET!r}; choose from {sorted(JOBSETS)}")
 JOBS = JOBSETS[JOBSET]
 ONLY = os.environ.get("ONLY")
-if ONLY:
-    JOBS = [j for j in JOBS if j[0] in ONLY.split(",")]
+if ONLY:  # comma-separated names or shell patterns (ONLY='rte*,sst2*': both of a task's inits)
+    JOBS = [j for j in JOBS if any(fnmatch.fnmatchcase(j[0], pat) for pat in ONLY.split(","))]
 status = {}
 
 def log(msg):
@@ -276,11 +298,22 @@ def log(msg):
     with open(f"{W}/driver.log", "a") as f:
         f.write(line + "\n")
 
+GRACE = 40  # SIGTERM -> SIGKILL: main.py's checkpoint at SIGTERM (nine small-BERT members: ~1.9 GB)
+# fine-tuning processes are many, short and compile-bound: XLA autotuning off for them (lease 3's setting),
+# whatever pick_flags chose for the one long pretraining run
+FT_XLA_FLAGS = os.environ.get("FT_XLA_FLAGS", " ".join(
+    [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_gpu_autotune_level")]
+    + ([] if SMOKE else ["--xla_gpu_autotune_level=0"])))
+
 def run_job(name, steps):
     os.makedirs(f"{W}/{name}", exist_ok=True)
     status[name] = "running"
+    env = dict(os.environ, XLA_FLAGS=FT_XLA_FLAGS) if name in FT_JOBS else None
     for i, (argv, max_s, reserve, *opt) in enumerate(steps):
-        budget = min(max_s, left() - reserve - 5)
+        if argv[0] == "touch":  # instant: always (a DONE mark must not be lost to the deadline)
+            subprocess.call(argv)
+            continue
+        budget = min(max_s, left() - reserve - GRACE - 5)
         if budget < max([20, *opt]):  # opt: (min_s,), the least time worth starting this step with
             status[name] = f"skipped step {i} (no time)"
             log(f"{name}: step {i} skipped, {left():.0f}s left")
@@ -294,13 +327,13 @@ def run_job(name, steps):
         log(f"{name}: step {i} start (budget {budget:.0f}s): {shlex.join(argv[2:])}")
         t = time.time()
         with open(f"{W}/{name}/log.txt", "a") as out:
-            p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
             try:
                 rc = p.wait(timeout=budget)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGTERM)  # main.py saves a checkpoint on SIGTERM
                 try:
-                    rc = p.wait(timeout=40)
+                    rc = p.wait(timeout=GRACE)
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
                     rc = p.wait()
@@ -345,13 +378,23 @@ def packer():
             log(f"pack failed: {e}")
 
 threading.Thread(target=packer, daemon=True).start()
+JOB_NAMES, ENDED = {n for n, _ in JOBS}, set()
 sem = threading.Semaphore(CONC)  # CPython wakes waiters in FIFO order: list order among ready jobs
 threads = []
 for name, steps in JOBS:
     def go(n=name, s=steps):
         need = NEEDS.get(n)
+        maker = PRODUCERS.get(need)
         while need and not os.path.exists(need) and left() > 90:
+            if maker not in JOB_NAMES or maker in ENDED:  # nothing of this call will make it
+                status[n] = f"not started: {need} missing and {maker} " + (
+                    "is not in this call's jobs" if maker not in JOB_NAMES else f"ended without it ({status.get(maker)})")
+                log(f"{n}: {status[n]}")
+                ENDED.add(n)
+                return
             time.sleep(2)
+        if need and os.path.exists(need):
+            time.sleep(2)  # let the file's writer finish
         sem.acquire()
         try:
             if left() < 90:
@@ -359,6 +402,7 @@ for name, steps in JOBS:
                 return
             run_job(n, s)
         finally:
+            ENDED.add(n)
             sem.release()
     th = threading.Thread(target=go)
     th.start()

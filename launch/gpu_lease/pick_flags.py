@@ -1,7 +1,7 @@
 """Picks a lease's XLA flags by timing the small BERT's pretraining step under each candidate.
 
     (on the device, from the repo root; run.sh calls it when PICK_FLAGS=1)
-    eval "$(W=/tmp/w PT_S=330 python3 .device/pick_flags.py)"   # exports XLA_FLAGS, PT_RATE, PT_STEPS
+    eval "$(W=/tmp/w PT_S=330 python3 launch/gpu_lease/pick_flags.py)"   # exports XLA_FLAGS, PT_RATE, PT_STEPS
 
 Each candidate runs `bert_vs_transformer.benchmark` on `configs/bert.py:small` as bert6 pretrains it
 (bf16, 8k vocabulary, batch 256 x 128), one process at a time, with a 3-step kernel profile

@@ -6,13 +6,13 @@
 # Contents: the wheels the device image lacks (../shared/device), the raw datasets, the trained
 # sentencepiece models and WordPiece vocabularies (so no process retrains them), all-MiniLM-L6-v2 rounded to fp16 (the fp32
 # file alone is 91 MB; max abs rounding error 1e-3 on weights up to 7.9, expanded back to fp32 on
-# the device by expand_minilm.py), and these scripts.
+# the device by expand_minilm.py). The scripts stay in launch/gpu_lease/ (the lease copies the tree):
+# bash launch/gpu_lease/run.sh there.
 set -eu
 SHARED=${SHARED:-../shared}
 TFDS=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
 rm -rf .device && mkdir -p .device /tmp/bvt_payload
 cp -r "$SHARED/device" .device/
-cp launch/gpu_lease/{run.sh,driver.py,expand_minilm.py,pick_flags.py} .device/
 P=$(mktemp -d /tmp/bvt_payload/XXXX)
 mkdir -p "$P/tfds/bvt_cache" "$P/minilm"
 cp -r "$SHARED/data" "$P/"
