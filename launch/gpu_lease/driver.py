@@ -81,6 +81,19 @@ LR = os.environ.get("SST2_LR", "5e-5")
 TORCH_SEEDS = [k for k in os.environ.get("TORCH_SEEDS", "").split(",") if k]
 # bert6: pretraining steps and the time limit of that run (SIGTERM at the limit saves a checkpoint)
 PT_STEPS, PT_S = int(os.environ.get("PT_STEPS", "7000")), int(os.environ.get("PT_S", "240"))
+PT_RATE = float(os.environ.get("PT_RATE", "0") or 0)  # steps/s measured by pick_flags (run.sh exports it)
+
+def pt_steps():
+    """The pretraining's num_train_steps, decided when it starts: with a measured PT_RATE, what that rate
+    fits in the time the run will really get (PT_S, or less when pick_flags and setup took more of the
+    call; less 45 s of compilation, at 85% of the benchmark's rate), so its schedule ends rather than
+    being cut; else PT_STEPS."""
+    if not PT_RATE:
+        return f"--config.num_train_steps={PT_STEPS}"
+    budget = min(PT_S, left() - 60 - GRACE - 5)  # run_job's budget for the step (reserve 60)
+    steps = max(100, int(0.85 * PT_RATE * max(budget - 45, 30)))
+    log(f"pretraining: {PT_RATE:.2f} steps/s x {budget:.0f}s -> num_train_steps={steps}")
+    return f"--config.num_train_steps={steps}"
 
 def pretrain_job(name, variant, extra, train_s):
     """Pretrain on the local corpus (learned 8k WordPiece), then mark the workdir DONE for the
@@ -88,7 +101,7 @@ def pretrain_job(name, variant, extra, train_s):
     wd = f"{W}/{name}"
     sm = ["--config.num_train_steps=20", "--config.eval_every_steps=10", "--config.checkpoint_every_steps=10",
           "--config.log_every_steps=5", "--config.data.dupe_factor=1", "--config.data.batch_size=8"] if SMOKE else []
-    if SMOKE and any(a.startswith("--config.profile_steps=") for a in extra):
+    if SMOKE and any(isinstance(a, str) and a.startswith("--config.profile_steps=") for a in extra):
         sm.append("--config.profile_start_step=5")  # the profile path runs in the smoke too
     return [([PY, "-m", "bert_vs_transformer.main", f"--config=configs/bert.py:{variant}", f"--workdir={wd}",
               "--config.data.vocab=train:8000", "--config.model.vocab_size=8000"] + extra + sm, train_s, 60),
@@ -233,7 +246,7 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
         (f"sst2_torch_s{k}", torch_job(f"sst2_torch_s{k}", int(k), LR, 480)) for k in TORCH_SEEDS
     ] + [
         ("pt_small", pretrain_job("pt_small", "small", [
-            "--config.model.dtype=bfloat16", f"--config.num_train_steps={PT_STEPS}", "--config.optimizer.learning_rate=5e-4",
+            "--config.model.dtype=bfloat16", pt_steps, "--config.optimizer.learning_rate=5e-4",
             "--config.optimizer.warmup_steps=500", "--config.data.dupe_factor=4", "--config.data.masking=dynamic",
             "--config.data.num_threads=4", "--config.eval_every_steps=1000", "--config.checkpoint_every_steps=1000",
             # 5 steps of the real run traced (pt_small/profile/summary.md): where its step time goes
