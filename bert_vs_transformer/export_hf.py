@@ -26,6 +26,7 @@ resolved through the data pipeline (it needs the corpus, as the run did).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -99,8 +100,6 @@ def write_weights(state_dict: dict[str, np.ndarray], output: str, max_shard_mb: 
     each at most that size unless one tensor is larger, and model.safetensors.index.json); -> files written.
     An earlier export's weight files in OUT are removed first."""
     from safetensors.numpy import save_file
-
-    import glob
 
     # an earlier export's weights in OUT (another layout or shard count) would be read instead of, or
     # mixed with, these: model.safetensors wins over shards in transformers and convert.load_hf_weights

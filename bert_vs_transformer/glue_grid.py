@@ -159,9 +159,12 @@ def run_error(workdir: str) -> str | None:
     return error
 
 
-def _failed_or_missing(workdir: str) -> str:
+def _status(workdir: str, otherwise: str) -> str:
+    """"done" for a finished run, "failed: <error>" for a member that stopped, else `otherwise`."""
+    if run_result(workdir) is not None:
+        return "done"
     error = run_error(workdir)
-    return f"failed: {error}" if error else "missing"
+    return f"failed: {error}" if error else otherwise
 
 
 def _metric_names(task: str) -> tuple[str, ...]:
@@ -201,7 +204,7 @@ def report(points: Sequence[Point], status: dict[str, str] | None = None) -> tup
     for p in points:
         rec = run_result(p.workdir)
         row = {"lr": p.lr, "seed": p.seed, "workdir": p.workdir,
-               "status": "done" if rec else status.get(p.workdir) or _failed_or_missing(p.workdir)}
+               "status": "done" if rec else status.get(p.workdir) or _status(p.workdir, "missing")}
         if rec:
             row.update({m: _num(rec.get(f"eval_{m}")) for m in names})
             row["glue_score"] = _score(rec, task)
@@ -342,10 +345,10 @@ def run_vmapped(points: Sequence[Point], extra: Sequence[str] = (), dry_run: boo
                 log=print) -> dict[str, str]:
     """Runs the grid as one member program (members.py) unless every point is finished; -> {workdir: status}."""
     tag = f"{points[0].task} {init_name(points[0].init)}: {len(points)} runs vmapped"
-    if all(run_result(p.workdir) is not None or run_error(p.workdir) for p in points):
-        log(f"{tag}: finished, skipped")  # a member that stopped on a non-finite loss would stop again
-        return {p.workdir: "done" if run_result(p.workdir) is not None else f"failed: {run_error(p.workdir)}"
-                for p in points}
+    before = {p.workdir: _status(p.workdir, "") for p in points}
+    if all(before.values()):  # a member that stopped on a non-finite loss would stop again
+        log(f"{tag}: finished, skipped")
+        return before
     cmd, workdir = vmap_command(points, extra)
     if dry_run:
         log(" ".join(cmd))
@@ -355,11 +358,9 @@ def run_vmapped(points: Sequence[Point], extra: Sequence[str] = (), dry_run: boo
     t0 = time.time()
     with open(os.path.join(workdir, "train.log"), "a") as out:
         rc = subprocess.call(cmd, cwd=config_args.REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-    status = {}
-    for p in points:
-        error = run_error(p.workdir)
-        status[p.workdir] = ("done" if rc == 0 and run_result(p.workdir) is not None
-                             else f"failed: {error}" if error else f"failed (exit {rc})")
+    status = {p.workdir: _status(p.workdir, f"failed (exit {rc})") for p in points}
+    if rc != 0:  # a non-zero exit fails every member, whatever its files say
+        status = {w: s if s.startswith("failed") else f"failed (exit {rc})" for w, s in status.items()}
     log(f"{tag}: exit {rc} in {time.time() - t0:.0f} s")
     return status
 
