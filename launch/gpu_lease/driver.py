@@ -24,6 +24,11 @@ A run whose workdir already holds its final evaluation is skipped, so a second c
 machine (same W) with ONLY=<the fine-tuning chains> goes on where the first call's chains stopped.
 Seen on an H200 lease (2026-11-26): with 6-9 processes at once, XLA compilation (autotuning,
 ptxas) took 2-4 minutes per process before the first step; budget for it or run fewer at once.
+Seen on lease 4 (2026-11-27): processes sharing one GPU take turns on it (time-slicing, no MPS), and
+the turns cost more than they fill. The small BERT's pretraining step, 12.5 ms of GPU work (79.8
+steps/s alone in pick_flags' benchmark), ran at 12-14 steps/s beside five 9-member fine-tuning
+programs, which ran at 1.1-2 steps/s each; one of them alone at the end ran at 21-67. So GPU-bound
+jobs go one or two at a time (CONC=2: one compiles while the other trains).
 """
 import fnmatch, json, os, shlex, signal, subprocess, sys, tarfile, threading, time
 
@@ -138,9 +143,11 @@ def _pretrained_step(wd):
 VMAP = os.environ.get("VMAP", "1") == "1"  # bert6: each init's seeds x lrs as members of one program
 FT_LRS = os.environ.get("FT_LRS", "5e-5,1e-4,3e-4")  # bert6 with VMAP=1: the members' learning rates
 
-SCRATCH_EARLY = os.environ.get("SCRATCH_EARLY", "1") == "1"  # bert6: random inits beside the pretraining
+# bert6: SCRATCH_EARLY=1 starts the random inits beside the pretraining; lease 4 did, and all seven
+# processes crawled (driver docstring): the default leaves the GPU to the pretraining
+SCRATCH_EARLY = os.environ.get("SCRATCH_EARLY", "0") == "1"
 
-def finetune_members(name, task, pt, lrs, seeds, recipe="", init="pt", max_s=260, min_s=60):
+def finetune_members(name, task, pt, lrs, seeds, recipe="", init="pt", max_s=260, min_s=60, extra=()):
     """GLUE fine-tuning of one init of pretraining job `pt` (init="pt": its checkpoint; "scratch": a
     random init of its architecture and vocab) as one process whose members (bert_vs_transformer/
     members.py) are every seed x lr. The pt job waits for the pretraining's DONE; the scratch job only
@@ -165,7 +172,7 @@ def finetune_members(name, task, pt, lrs, seeds, recipe="", init="pt", max_s=260
     points = glue_grid.grid_points(task, f"{W}/{pt}" if init == "pt" else "scratch", W, [float(x) for x in lrs],
                                    seeds, arch="" if init == "pt" else f"{W}/{pt}", vmap=True)
     workdir = glue_grid.vmap_workdir(points)
-    argv = glue_job(os.path.relpath(workdir, W), spec, 0)[0][0] + grid
+    argv = glue_job(os.path.relpath(workdir, W), spec, 0)[0][0] + grid + list(extra)
     if init == "pt":  # resolved when the run starts, after the pretraining has ended
         argv = argv + [lambda: f"--config.init_step={pretrained_step(f'{W}/{pt}')}"]
     FT_JOBS.add(name)
@@ -197,6 +204,21 @@ FT_TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 
 def _recipe(task):  # bert6: recipe B (4 epochs, batch 16) on the small tasks, 1 epoch at batch 32 on SST-2
     return "epochs=1" if task == "sst2" else "epochs=4,batch_size=16"
+
+def _ft_jobs():
+    """bert6 with VMAP=1: per task a random-init and a pretrained-init member program; the pretrained
+    RTE one traces 5 steps (rte/init-pt_small/vmap/profile/summary.md: where a member step's time goes)."""
+    lrs, seeds = tuple(FT_LRS.split(",")), (0, 1, 2)
+    for t in FT_TASKS:
+        min_s = 90 if t in ("sst2", "cola") else 60
+        yield f"{t}_scratch", finetune_members(f"{t}_scratch", t, "pt_small", lrs, seeds, _recipe(t), init="scratch",
+                                               max_s=400, min_s=min_s)
+        prof = ("--config.profile_steps=5", f"--config.profile_start_step={5 if SMOKE else 100}") if t == "rte" else ()
+        yield t, finetune_members(t, t, "pt_small", lrs, seeds, _recipe(t), init="pt", max_s=400, min_s=min_s, extra=prof)
+
+def _ft_order(name):  # pairs by task (SCRATCH_EARLY=1: every random init first)
+    task, scratch = name.removesuffix("_scratch"), name.endswith("_scratch")
+    return (not scratch, FT_TASKS.index(task)) if SCRATCH_EARLY else (FT_TASKS.index(task), not scratch)
 
 JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds kept for the steps after)]
     "issues5_6": [  # lease 1 of 2026-11-26
@@ -239,10 +261,11 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
     # here (PT_STEPS, PT_S), then both inits (ours / random, same architecture and vocab) on the five
     # tasks: recipe B (4 epochs, batch 16) on the small tasks, 1 epoch at batch 32 on SST-2 (as the
     # CPU cells), at lr 1e-4 and 3e-4 (the CPU runs' best lr differed by init), seeds 0, 1, 2 as time
-    # allows. Lease 3 ran it with XLA autotuning off and pretrained at 5.95 steps/s: run bench first.
+    # allows. Lease 3 pretrained at 5.95 steps/s, lease 4 at 12-21: both beside many fine-tuning
+    # processes taking turns on the GPU (alone: 79.8 steps/s; module docstring). Run with CONC=2.
     # VMAP=1 (default): per task and init one process training every seed x lr (FT_LRS) run as a
     # member (members.py); VMAP=0: lease 3's chain of single runs.
-    "bert6": [
+    "bert6": ([
         (f"sst2_torch_s{k}", torch_job(f"sst2_torch_s{k}", int(k), LR, 480)) for k in TORCH_SEEDS
     ] + [
         ("pt_small", pretrain_job("pt_small", "small", [
@@ -258,20 +281,17 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
     ] + [
         # one chain per task (lease 3 ran one per task and lr, ten processes at once: each then got
         # 10-40 steps/s of the shared GPU, so fewer processes, each running more)
-        # members should make another lr nearly free on a GPU (unmeasured: JOBSET=bench ONLY=bench_members):
         # 5e-5 (BERT's grid) beside lease 3's 1e-4 and 3e-4; FT_LRS=1e-4,3e-4 drops it
-        # VMAP=1: two jobs per task, <task>_scratch (the random init: needs only the architecture, so
-        # with SCRATCH_EARLY=1 it starts beside the pretraining) and <task> (the pretrained init, after it)
-        (f"{t}_scratch", finetune_members(f"{t}_scratch", t, "pt_small", tuple(FT_LRS.split(",")), (0, 1, 2),
-                                          _recipe(t), init="scratch", max_s=400, min_s=90 if t in ("sst2", "cola") else 60))
-        for t in (FT_TASKS if VMAP else ())
-    ] + [
-        (t, finetune_members(t, t, "pt_small", tuple(FT_LRS.split(",")), (0, 1, 2), _recipe(t), init="pt",
-                             max_s=400, min_s=90 if t in ("sst2", "cola") else 60) if VMAP else
-         finetune_chain(t, t, "pt_small", ("1e-4", "3e-4"), (0, 1, 2), _recipe(t), min_s=70 if t in ("sst2", "cola") else 45))
+        # VMAP=1: two jobs per task, <task>_scratch (the random init) and <task> (the pretrained init),
+        # listed as pairs, so that with CONC=2 a task's two inits run together and each finished pair
+        # is a verdict cell (SCRATCH_EARLY=1: the random inits first, beside the pretraining)
+        (n, j) for n, j in sorted(_ft_jobs(), key=lambda nj: _ft_order(nj[0]))
+    ] if VMAP else [
+        (t, finetune_chain(t, t, "pt_small", ("1e-4", "3e-4"), (0, 1, 2), _recipe(t), min_s=70 if t in ("sst2", "cola") else 45))
         for t in FT_TASKS
-    ],
-    # Why lease 3's pretraining ran at 5.95 steps/s: one process at a time (no contention), the small
+    ]),
+    # Why lease 3's pretraining ran at 5.95 steps/s (lease 4: not the flag, 79.8 vs 78.0 steps/s;
+    # the processes sharing the GPU): one process at a time (no contention), the small
     # BERT's pretraining step on a synthetic batch, with and without autotuning, bf16 and fp32.
     "bench": [
         ("bench_small", [(["env", f"XLA_FLAGS={flags}", PY, "-m", "bert_vs_transformer.benchmark",

@@ -8,7 +8,9 @@ Each candidate runs `bert_vs_transformer.benchmark` on `configs/bert.py:small` a
 (W/pick_flags/prof_<name>/summary.md). The fastest candidate's flags are printed as shell exports;
 PT_STEPS is what its rate fits in PT_S seconds of pretraining (less compilation, evaluation and
 checkpoint time). Lease 3 pretrained at 5.95 steps/s under `--xla_gpu_autotune_level=0` without
-knowing why; with this the next lease measures before it commits its time. Logs go to stderr and
+knowing why. Lease 4 ran this: 79.82 steps/s with the default flags and 77.96 with that one, so the
+flag was not the cause (processes sharing the GPU were). PT_RATE=<steps/s> without PICK_FLAGS now
+saves its ~55 s. Logs go to stderr and
 W/pick_flags/choice.json; the exports also go to W/pick_flags/exports.sh, which run.sh reads in a later
 call on the same machine. SMOKE=1 runs tiny batches (a CPU check of the plumbing).
 """
