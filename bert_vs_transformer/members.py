@@ -334,6 +334,11 @@ class StackedIterator:
     def __next__(self) -> dict[str, np.ndarray]:
         return stack_batches([next(it) for it in self.iterators])
 
+    def close(self) -> None:
+        for it in self.iterators:
+            if hasattr(it, "close"):
+                it.close()
+
     def get_state(self) -> dict[str, Any]:
         return {"members": [it.get_state() for it in self.iterators],
                 "diverged": {str(k): int(v) for k, v in self.diverged.items()}}

@@ -232,6 +232,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 break
     finally:
         profiler.close()
+        if hasattr(data_iter, "close"):
+            data_iter.close()  # worker processes (data.worker_count)
         ckpt.close()
         if group is not None:
             group.close()

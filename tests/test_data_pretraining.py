@@ -211,6 +211,32 @@ def test_resume_equals_uninterrupted(tfds_dir):  # noqa: F811
     np.testing.assert_array_equal(next(one)["input_ids"][4:], expected[0]["input_ids"])
 
 
+def test_worker_processes_give_the_same_stream(tfds_dir):  # noqa: F811
+    """data.worker_count=2: two spawned grain processes mask the batches; the stream is the one
+    process's, a state resumes it with 2 workers, and a state of another worker count is refused."""
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags
+        flags.FLAGS.mark_as_parsed()
+    cfg = pretraining_config(tfds_dir, masking="dynamic")
+    expected = take(data.train_iterator(cfg, process_index=0, process_count=1), 9)
+    cfg.data.worker_count = 2
+    it = data.train_iterator(cfg, process_index=0, process_count=1)
+    try:
+        assert_batches_equal(take(it, 5), expected[:5])
+        state = json.loads(json.dumps(it.get_state()))
+    finally:
+        it.close()
+    resumed = data.train_iterator(cfg, process_index=0, process_count=1)
+    try:
+        resumed.set_state(state)
+        assert_batches_equal(take(resumed, 4), expected[5:])
+    finally:
+        resumed.close()
+    cfg.data.worker_count = 0
+    with pytest.raises(ValueError, match="worker_count=2"):
+        data.train_iterator(cfg, process_index=0, process_count=1).set_state(state)
+
+
 @pytest.mark.parametrize("change", [dict(seed=5), dict(masking="static"), dict(max_seq_len=32),
                                     dict(masked_lm_prob=0.2), dict(batch_size=16)])
 def test_state_of_another_stream_is_refused(tfds_dir, change):  # noqa: F811

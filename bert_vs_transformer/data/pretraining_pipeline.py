@@ -360,13 +360,13 @@ def train_iterator(config, *, process_index: int | None = None, process_count: i
     n = len(source)
     opts = {k: v for k, v in mask.options.items() if k != "is_subword"}
     meta = {"dataset": d.dataset, "task": "pretraining", "seed": seed, "batch_size": B, "examples": n,
-            "instances": key, "masking": mode, "masker": _hash(opts), "process_index": p, "process_count": P}
+            "instances": key, "masking": mode, "masker": _hash(opts), "process_index": p, "process_count": P,
+            "workers": pipelines.worker_count(config)}
     order = grain.MapDataset.range(n).shuffle(seed=seed).repeat()
     dynamic = mode == "dynamic"
     rows = slice(p * L, (p + 1) * L)
     batches = order.batch(B).map_with_index(lambda k, ids: _collate(source, mask, seed, dynamic, n, k, ids, rows))
-    return pipelines.DataIterator(batches.to_iter_dataset(pipelines._read_options(config)), meta,
-                                  layout_invariant=True)
+    return pipelines.DataIterator(pipelines.iter_dataset(batches, config), meta, layout_invariant=True)
 
 
 def eval_seed(config) -> int:

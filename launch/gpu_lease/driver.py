@@ -1,7 +1,7 @@
 """Runs a prioritised job list concurrently on one leased GPU under a hard deadline.
 
     (on the device, from the repo root; see launch/gpu_lease/run.sh, which calls this)
-    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] [VMAP=0|1 FT_LRS=5e-5,1e-4,3e-4 PT_CORPUS=ptb,wikitext2,multi30k SCRATCH_EARLY=1|0 (bert6)] [FT_XLA_FLAGS=...] python3 driver.py
+    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] [VMAP=0|1 FT_LRS=5e-5,1e-4,3e-4 PT_CORPUS=ptb,wikitext2,multi30k SCRATCH_EARLY=0|1 PT_WORKERS=8 PT_RATE=<steps/s> (bert6)] [FT_XLA_FLAGS=...] python3 driver.py
 
 At most CONC jobs run at once, started in list order. A job is a chain of commands; each gets
 min(its own limit, time left - the reserve kept for the commands after it - GRACE), then SIGTERM
@@ -87,6 +87,7 @@ TORCH_SEEDS = [k for k in os.environ.get("TORCH_SEEDS", "").split(",") if k]
 # bert6: pretraining steps and the time limit of that run (SIGTERM at the limit saves a checkpoint)
 PT_STEPS, PT_S = int(os.environ.get("PT_STEPS", "7000")), int(os.environ.get("PT_S", "240"))
 PT_RATE = float(os.environ.get("PT_RATE", "0") or 0)  # steps/s measured by pick_flags (run.sh exports it)
+PT_WORKERS = int(os.environ.get("PT_WORKERS", "2" if SMOKE else "8"))  # bert6: the pretraining's data worker processes
 
 def pt_steps():
     """The pretraining's num_train_steps, decided when it starts: with a measured PT_RATE, what that rate
@@ -271,7 +272,9 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
         ("pt_small", pretrain_job("pt_small", "small", [
             "--config.model.dtype=bfloat16", pt_steps, "--config.optimizer.learning_rate=5e-4",
             "--config.optimizer.warmup_steps=500", "--config.data.dupe_factor=4", "--config.data.masking=dynamic",
-            "--config.data.num_threads=4", "--config.eval_every_steps=1000", "--config.checkpoint_every_steps=1000",
+            # grain worker processes mask the batches (one process made ~35 a second: under the GPU's 80)
+            f"--config.data.worker_count={PT_WORKERS}", "--config.data.num_threads=1",
+            "--config.eval_every_steps=1000", "--config.checkpoint_every_steps=1000",
             # 5 steps of the real run traced (pt_small/profile/summary.md): where its step time goes
             "--config.profile_steps=5", "--config.profile_start_step=50",
             "--config.keep_checkpoints=100"]  # every 1,000 steps kept: pretrained_step may go back
