@@ -1,7 +1,7 @@
 """Runs a prioritised job list concurrently on one leased GPU under a hard deadline.
 
     (on the device, from the repo root; see launch/gpu_lease/run.sh, which calls this)
-    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] [VMAP=0|1 FT_LRS=5e-5,1e-4,3e-4 PT_CORPUS=ptb,wikitext2,multi30k SCRATCH_EARLY=0|1 PT_WORKERS=8 PT_RATE=<steps/s> (bert6)] [FT_XLA_FLAGS=...] python3 driver.py
+    OUT=... DEADLINE=seconds [CONC=8] [JOBSET=issues5_6|sweep|levers|bert6|bench] [ONLY=name,name] [SMOKE=1] [TORCH_SEEDS=0,1,2 (bert6; default none)] [VMAP=0|1 FT_LRS=5e-5,1e-4,3e-4 PT_CORPUS=ptb,wikitext2,multi30k SCRATCH_EARLY=0|1 PT_WORKERS=8 PT_RATE=<steps/s> PT_HF=<HF folder> FT_TASKS=rte,mrpc,stsb,cola,sst2 (bert6)] [FT_XLA_FLAGS=...] python3 driver.py
 
 At most CONC jobs run at once, started in list order. A job is a chain of commands; each gets
 min(its own limit, time left - the reserve kept for the commands after it - GRACE), then SIGTERM
@@ -148,18 +148,26 @@ FT_LRS = os.environ.get("FT_LRS", "5e-5,1e-4,3e-4")  # bert6 with VMAP=1: the me
 # processes crawled (driver docstring): the default leaves the GPU to the pretraining
 SCRATCH_EARLY = os.environ.get("SCRATCH_EARLY", "0") == "1"
 
+# bert6: a pretrained model carried in the payload (a Hugging Face folder: prepare.sh with PT_HF=DIR;
+# run.sh exports its path): the fine-tunes read it, and nothing is pretrained
+PT_HF = os.environ.get("PT_HF", "")
+
 def finetune_members(name, task, pt, lrs, seeds, recipe="", init="pt", max_s=260, min_s=60, extra=()):
     """GLUE fine-tuning of one init of pretraining job `pt` (init="pt": its checkpoint; "scratch": a
     random init of its architecture and vocab) as one process whose members (bert_vs_transformer/
     members.py) are every seed x lr. The pt job waits for the pretraining's DONE; the scratch job only
     for its vocab.txt (written when it starts) with SCRATCH_EARLY=1, so it runs beside the pretraining
-    (sharing the GPU with it), else for DONE too. Report (here or after the lease, from the unpacked
+    (sharing the GPU with it), else for DONE too. With PT_HF set, that folder stands for the
+    pretraining (nothing waited for). Report (here or after the lease, from the unpacked
     results.tgz as W): python -m bert_vs_transformer.glue_grid --task=TASK --init=W/pt_small,scratch
-    --arch=W/pt_small --root=W --lrs=LRS --seeds=3 --vmap --report_only. A small model's step leaves
+    --arch=W/pt_small --root=W --lrs=LRS --seeds=3 --vmap --report_only (PT_HF: --init=DIR,scratch
+    --arch=DIR, DIR a local copy of that folder under the same name). A small model's step leaves
     the GPU idle between kernel launches; vmapped members fill it, and each init compiles once instead
     of once per run. A run cut at its limit saved a checkpoint: a second call resumes it."""
-    NEEDS[name] = f"{W}/{pt}/DONE" if init == "pt" or not SCRATCH_EARLY else f"{W}/{pt}/vocab.txt"
-    PRODUCERS[NEEDS[name]] = pt
+    src = PT_HF or f"{W}/{pt}"
+    if not PT_HF:
+        NEEDS[name] = f"{W}/{pt}/DONE" if init == "pt" or not SCRATCH_EARLY else f"{W}/{pt}/vocab.txt"
+        PRODUCERS[NEEDS[name]] = pt
     grid = [f"--config.member_seeds={','.join(map(str, seeds))}", f"--config.member_lrs={','.join(lrs)}",
             # a checkpoint only at the end or at SIGTERM (9 members of the small BERT with Adam: ~1.9 GB each)
             "--config.checkpoint_every_steps=1000000",
@@ -167,14 +175,14 @@ def finetune_members(name, task, pt, lrs, seeds, recipe="", init="pt", max_s=260
             # programs again (lease 1: 2-4 min of compilation per process with 6-9 at once), while the
             # padding (masked: the same results) costs little on a GPU that small steps leave idle
             "--config.data.length_buckets=(64,)"]
-    spec = f"task={task},lr={lrs[0]},seed={seeds[0]}," + (f"init={W}/{pt}" if init == "pt" else f"init=scratch,arch={W}/{pt}")
+    spec = f"task={task},lr={lrs[0]},seed={seeds[0]}," + (f"init={src}" if init == "pt" else f"init=scratch,arch={src}")
     spec += f",{recipe}" if recipe else ""
     # glue_grid --vmap's layout (W/<task>/<init name>/vmap), so its --report_only reads the results back
-    points = glue_grid.grid_points(task, f"{W}/{pt}" if init == "pt" else "scratch", W, [float(x) for x in lrs],
-                                   seeds, arch="" if init == "pt" else f"{W}/{pt}", vmap=True)
+    points = glue_grid.grid_points(task, src if init == "pt" else "scratch", W, [float(x) for x in lrs],
+                                   seeds, arch="" if init == "pt" else src, vmap=True)
     workdir = glue_grid.vmap_workdir(points)
     argv = glue_job(os.path.relpath(workdir, W), spec, 0)[0][0] + grid + list(extra)
-    if init == "pt":  # resolved when the run starts, after the pretraining has ended
+    if init == "pt" and not PT_HF:  # resolved when the run starts, after the pretraining has ended
         argv = argv + [lambda: f"--config.init_step={pretrained_step(f'{W}/{pt}')}"]
     FT_JOBS.add(name)
     return [(argv, max_s, 0, min_s)]
@@ -201,7 +209,10 @@ def finetune_chain(name, task, pt, lrs, seeds, recipe="", first_s=170, next_s=10
                 steps.append((argv, first_s if compiles else next_s, 0, min_s))
     return steps
 
-FT_TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
+# bert6: the fine-tuning tasks, in the order they take the GPU (FT_TASKS=sst2,cola: those two, SST-2 first)
+FT_TASKS = tuple(t for t in os.environ.get("FT_TASKS", "rte,mrpc,stsb,cola,sst2").split(",") if t)
+if set(FT_TASKS) - {"rte", "mrpc", "stsb", "cola", "sst2"}:
+    sys.exit(f"FT_TASKS={','.join(FT_TASKS)}: choose from rte, mrpc, stsb, cola, sst2")
 
 def _recipe(task):  # bert6: recipe B (4 epochs, batch 16) on the small tasks, 1 epoch at batch 32 on SST-2
     return "epochs=1" if task == "sst2" else "epochs=4,batch_size=16"
@@ -268,7 +279,7 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
     # member (members.py); VMAP=0: lease 3's chain of single runs.
     "bert6": ([
         (f"sst2_torch_s{k}", torch_job(f"sst2_torch_s{k}", int(k), LR, 480)) for k in TORCH_SEEDS
-    ] + [
+    ] + ([] if PT_HF else [
         ("pt_small", pretrain_job("pt_small", "small", [
             "--config.model.dtype=bfloat16", pt_steps, "--config.optimizer.learning_rate=5e-4",
             "--config.optimizer.warmup_steps=500", "--config.data.dupe_factor=4", "--config.data.masking=dynamic",
@@ -281,7 +292,7 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
             # PT_CORPUS=ptb,wikitext2,multi30k: BERT's setting, no GLUE text (default: the whole corpus)
             + ([f"--config.data.corpus_sources={os.environ['PT_CORPUS']}"] if os.environ.get("PT_CORPUS") else []),
             PT_S)),
-    ] + [
+    ]) + [
         # one chain per task (lease 3 ran one per task and lr, ten processes at once: each then got
         # 10-40 steps/s of the shared GPU, so fewer processes, each running more)
         # 5e-5 (BERT's grid) beside lease 3's 1e-4 and 3e-4; FT_LRS=1e-4,3e-4 drops it
@@ -320,6 +331,8 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
     ],
 }
 JOBSET = os.environ.get("JOBSET", "issues5_6")
+if PT_HF and not (JOBSET == "bert6" and VMAP):
+    sys.exit(f"PT_HF (a carried pretrained model) is read by JOBSET=bert6 with VMAP=1 only, not JOBSET={JOBSET} VMAP={int(VMAP)}")
 if JOBSET not in JOBSETS:
     sys.exit(f"unknown JOBSET={JOBSET!r}; choose from {sorted(JOBSETS)}")
 JOBS = JOBSETS[JOBSET]
