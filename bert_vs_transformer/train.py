@@ -98,6 +98,10 @@ def validate(config, mesh) -> None:
     for field in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
         if int(config.get(field, 0)) <= 0:
             raise ConfigError(f"config.{field} must be a positive integer, got {config.get(field)!r}")
+    stop_at = int(config.get("stop_at_step", 0) or 0)
+    if stop_at < 0 or stop_at > int(config.num_train_steps):
+        raise ConfigError(f"config.stop_at_step={stop_at} must be 0 (off) or a step of the schedule, "
+                          f"1..num_train_steps={int(config.num_train_steps)}")
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
@@ -175,7 +179,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     peak = flops.peak_flops_per_device(config.get("peak_flops_per_device") or None)
 
     step = int(np.max(jax.device_get(state.step)))  # members: every member's step is the same
-    total = int(config.num_train_steps)
+    # config.stop_at_step: stop (evaluate, save) at that step of the num_train_steps schedule, e.g. to
+    # redo a run a time limit cut; rerun without it to go on
+    total = int(config.get("stop_at_step", 0) or 0) or int(config.num_train_steps)
     progress = run_logging.Progress(total, step)
     preemption = _Preemption()
     profiler = _StepProfiler(config, workdir, step, is_main)

@@ -45,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 100 if args["variant"] == "tiny" else (500 if small else 5_000)
     config.label_smoothing = 0.1  # epsilon_ls (Sec. 5.4)
     config.keep_checkpoints = 5  # the last 5 are averaged for the final model (Sec. 6.1)
+    config.stop_at_step = 0  # >0: stop (evaluate, checkpoint) at this step of the num_train_steps schedule
     config.profile_steps = 0  # >0: trace this many steps with jax.profiler into WORKDIR/profile
     config.profile_start_step = 10  # ...starting this many steps into the run (after compilation)
     config.eval_bleu = True  # sacreBLEU on the eval split at every evaluation (translation only)

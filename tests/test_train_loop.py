@@ -87,6 +87,28 @@ def reference(tmp_path_factory):
     return losses
 
 
+def _evals(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r["step"] for r in map(json.loads, f) if any(k.startswith("eval_") for k in r)]
+
+
+def test_stop_at_step_then_rerun_matches_uninterrupted(reference, tmp_path):
+    """stop_at_step ends the run at that step of the full schedule (evaluated, saved); the same
+    command without it goes on to the end with the uninterrupted run's losses."""
+    workdir = str(tmp_path)
+    first = _run(_cmd(workdir, "--config.stop_at_step=7"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert sorted(_losses(workdir)) == list(range(1, 8))
+    assert _complete_checkpoints(workdir)[-1] == 7 and _evals(workdir) == [7]
+    rerun = _run(_cmd(workdir))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed from step 7" in rerun.stderr
+    losses = _losses(workdir)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    for s in range(1, STEPS + 1):  # the learning-rate schedule is the full run's throughout
+        assert losses[s] == reference[s], (s, losses[s], reference[s])
+
+
 def test_sigterm_then_rerun_matches_uninterrupted(reference, tmp_path):
     workdir = str(tmp_path)
     proc = subprocess.Popen(_cmd(workdir), cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE,
@@ -167,6 +189,7 @@ def test_two_processes_match_one(tmp_path):
         (["--config.not_a_field=3"], "not_a_field"),
         (["--config.mesh.data=3"], "config.mesh"),
         (["--config.data.batch_size=12"], "config.data.batch_size=12"),
+        ([f"--config.stop_at_step={STEPS + 1}"], f"config.stop_at_step={STEPS + 1} must be 0 (off) or a step"),
     ],
 )
 def test_bad_config_fails_fast_with_one_line(tmp_path, overrides, expected):
