@@ -29,8 +29,10 @@ prints the report of what exists without running anything; --dry_run prints the 
 
 With several inits (`--init=DIR,scratch --arch=DIR`) a last table puts them side by side over the
 tasks (`compare`): each init's best of grid (task score, mean ± std, its lr and seeds), the first
-init minus each other one, and whether every seed of the first scored above every seed of the
-other; written to ROOT/comparison-<init>-vs-<init>.{md,json}. Paths do not depend on --epochs or
+init minus each other one, whether every seed of the first scored above every seed of the
+other, and the one-sided permutation p-value of the difference over the seeds (exact; with 3 seeds
+a side the smallest possible p is 1/20 = 0.05, with 4 it is 1/70; the tally counts p ≤ 0.05);
+written to ROOT/comparison-<init>-vs-<init>.{md,json}. Paths do not depend on --epochs or
 --batch_size, so one --report_only call reads tasks trained with different recipes.
 
 With the sweep framework of experiments/ this maps onto one sweep: `grid_points(...)` gives the
@@ -41,6 +43,7 @@ With the sweep framework of experiments/ this maps onto one sweep: `grid_points(
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -50,6 +53,8 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+import numpy as np
 
 from bert_vs_transformer import config_args, metrics
 
@@ -181,6 +186,34 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
+def permutation_p(a: Sequence[float], b: Sequence[float], max_exact: int = 1_000_000,
+                  draws: int = 200_000) -> float:
+    """One-sided p-value of mean(a) - mean(b) under the null that the labels a/b are exchangeable.
+
+    The share of the ways to split the pooled values into groups of len(a) and len(b) whose difference
+    of means is at least the observed one, the observed split included (so p >= 1 / C(n, len(a))).
+    Exact enumeration up to max_exact splits, a seeded Monte Carlo estimate (p = (1 + hits) / (1 + draws))
+    beyond; nan when a group is empty. Distribution-free: no normality of seed scores is assumed.
+    """
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if not a or not b:
+        return float("nan")
+    pooled, k = np.asarray(a + b), len(a)
+    total, n = pooled.sum(), len(pooled)
+
+    def diff(sum_a):
+        return sum_a / k - (total - sum_a) / (n - k)
+
+    observed = diff(sum(a))
+    tol = 1e-12 * max(1.0, float(np.abs(pooled).max()))
+    if math.comb(n, k) <= max_exact:
+        sums = np.fromiter((pooled[list(c)].sum() for c in itertools.combinations(range(n), k)), float)
+        return float(np.mean(diff(sums) >= observed - tol))
+    rng = np.random.default_rng(0)
+    sums = np.array([pooled[rng.permutation(n)[:k]].sum() for _ in range(draws)])
+    return float((1 + np.sum(diff(sums) >= observed - tol)) / (1 + draws))
+
+
 def _num(v) -> float:
     try:
         return float(v)
@@ -266,16 +299,19 @@ def _best_scores(summary: dict[str, Any]) -> list[float]:
 def compare(summaries: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
     """(markdown, json-able) of inits side by side: {task: [report summaries, one per init]} -> per task each
     init's best of grid (task score: the mean of the task's GLUE metrics), and the first init against each
-    other one: the difference of those means, and whether every seed of the first (at its best lr) scored
-    above every seed of the other (at its). This is "init A beats init B" on dev, with its seed spread."""
+    other one: the difference of those means, whether every seed of the first (at its best lr) scored
+    above every seed of the other (at its), and the one-sided permutation p-value of the difference over
+    those seeds (`permutation_p`). This is "init A beats init B" on dev, with its seed spread. With more
+    than one lr the lrs were picked on the same dev scores, so p is optimistic there."""
     tasks = list(summaries)
     names = [s["name"] for s in summaries[tasks[0]]]
     ref = names[0]
     lines = [f"### Inits side by side: best of grid on GLUE dev, task score x100 (mean ± std, lr, seeds)", "",
-             "| task | " + " | ".join(names) + " | " + " | ".join(f"{ref} − {n} | every seed above" for n in names[1:]) + " |",
-             "|---|" + "---:|" * len(names) + "---:|---|" * (len(names) - 1)]
+             "| task | " + " | ".join(names) + " | " + " | ".join(f"{ref} − {n} | every seed above | p" for n in names[1:]) + " |",
+             "|---|" + "---:|" * len(names) + "---:|---|---:|" * (len(names) - 1)]
     out = {"reference": ref, "inits": names, "tasks": {}}
-    tally = {n: {"ahead": [], "tied": [], "behind": [], "every_seed_above": [], "missing": []} for n in names[1:]}
+    tally = {n: {"ahead": [], "tied": [], "behind": [], "every_seed_above": [], "p_at_most_0.05": [], "missing": []}
+             for n in names[1:]}
     for task in tasks:
         by_name = {s["name"]: s for s in summaries[task]}
         cells, row = [], {}
@@ -290,15 +326,18 @@ def compare(summaries: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, 
             a, o = row[ref], row[n]
             if not a or not o:
                 tally[n]["missing"].append(task)
-                cells += ["–", "–"]
+                cells += ["–", "–", "–"]
                 continue
             diff = a["score"] - o["score"]
             above = min(a["seed_scores"]) > max(o["seed_scores"])
-            row[f"{ref} - {n}"] = {"diff": diff, "every_seed_above": above}
+            p = permutation_p(a["seed_scores"], o["seed_scores"])
+            row[f"{ref} - {n}"] = {"diff": diff, "every_seed_above": above, "p": p}
             tally[n]["ahead" if diff > 1e-9 else "behind" if diff < -1e-9 else "tied"].append(task)
             if above:
                 tally[n]["every_seed_above"].append(task)
-            cells += [f"{100 * diff:+.2f}", "yes" if above else "no"]
+            if p <= 0.05 + 1e-12:
+                tally[n]["p_at_most_0.05"].append(task)
+            cells += [f"{100 * diff:+.2f}", "yes" if above else "no", f"{p:.3f}"]
         out["tasks"][task] = row
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -308,6 +347,8 @@ def compare(summaries: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, 
                      + (f" ({', '.join(t['ahead'])})" if t["ahead"] else "")
                      + f"; every seed above on {len(t['every_seed_above'])}"
                      + (f" ({', '.join(t['every_seed_above'])})" if t["every_seed_above"] else "")
+                     + f"; p ≤ 0.05 on {len(t['p_at_most_0.05'])}"
+                     + (f" ({', '.join(t['p_at_most_0.05'])})" if t["p_at_most_0.05"] else "")
                      + (f"; tied on {', '.join(t['tied'])}" if t["tied"] else "")
                      + (f"; behind on {', '.join(t['behind'])}" if t["behind"] else "")
                      + (f"; not comparable yet (no finished run): {', '.join(t['missing'])}" if t["missing"] else "") + ".")

@@ -4,6 +4,7 @@ the per-lr table and best of grid, and inits side by side (hand-computed)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 
@@ -91,7 +92,7 @@ def test_grid_compares_inits_side_by_side(tmp_path, capsys):
     argv = ["--task=mrpc,rte", f"--init={pre},scratch", f"--arch={pre}", f"--root={root}", "--lrs=1e-4,3e-4",
             "--seeds=2", "--report_only"]
     assert glue_grid.main(argv) == 0  # without --vmap the pretrained grid (members) is not found
-    assert "ahead on 0/0 task(s); every seed above on 0; not comparable yet (no finished run): mrpc, rte." \
+    assert "ahead on 0/0 task(s); every seed above on 0; p ≤ 0.05 on 0; not comparable yet (no finished run): mrpc, rte." \
         in capsys.readouterr().out
     # the two layouts, read together: the pt grid as members, scratch's as single runs
     summaries = {}
@@ -109,9 +110,11 @@ def test_grid_compares_inits_side_by_side(tmp_path, capsys):
     rte = table["tasks"]["rte"]
     assert rte["scratch-pre"]["lr"] == 3e-4 and rte["init-pre - scratch-pre"]["diff"] == pytest.approx(-0.005)
     assert not rte["init-pre - scratch-pre"]["every_seed_above"]
-    assert "| mrpc | 81.00 ± 1.41 (0.0001, 2) | 77.50 ± 2.12 (0.0001, 2) | +3.50 | yes |" in md
+    # 2 seeds a side: 6 splits of {.76, .79, .80, .82}; only the observed one has a difference >= 0.035
+    assert mrpc["init-pre - scratch-pre"]["p"] == pytest.approx(1 / 6)
+    assert "| mrpc | 81.00 ± 1.41 (0.0001, 2) | 77.50 ± 2.12 (0.0001, 2) | +3.50 | yes | 0.167 |" in md
     assert ("**init-pre vs scratch-pre:** ahead on 1/2 task(s) (mrpc); every seed above on 1 (mrpc); "
-            "behind on rte.") in md
+            "p ≤ 0.05 on 0; behind on rte.") in md
     same = glue_grid.compare({"mrpc": [summaries["mrpc"][0], dict(summaries["mrpc"][0], name="again")]})[1]
     assert same["tally"]["again"]["tied"] == ["mrpc"] and not same["tasks"]["mrpc"]["init-pre - again"]["every_seed_above"]
 
@@ -123,6 +126,28 @@ def test_grid_compares_inits_side_by_side(tmp_path, capsys):
             shutil.copytree(a.workdir, b.workdir)
     assert glue_grid.main(argv) == 0
     out = capsys.readouterr().out
-    assert "every seed above on 1 (mrpc); behind on rte." in out
+    assert "every seed above on 1 (mrpc); p ≤ 0.05 on 0; behind on rte." in out
     with open(os.path.join(root, "comparison-init-pre-vs-scratch-pre.json")) as f:
         assert json.load(f)["tally"]["scratch-pre"]["ahead"] == ["mrpc"]
+
+
+def test_permutation_p_matches_hand_counts_and_scipy():
+    """The one-sided permutation p-value of a difference of means: hand-counted splits, then scipy's
+    exact permutation_test (an independent implementation), then the Monte Carlo branch against exact."""
+    # {1, 2, 3, 4} into pairs: 6 splits, pair sums 3, 4, 5, 5, 6, 7; difference = sum - 5
+    assert glue_grid.permutation_p([3, 4], [1, 2]) == pytest.approx(1 / 6)  # only the observed split
+    assert glue_grid.permutation_p([1, 4], [2, 3]) == pytest.approx(4 / 6)  # sums 5, 5, 6, 7 reach 0
+    assert glue_grid.permutation_p([1, 2], [3, 4]) == pytest.approx(1.0)
+    # 3 seeds a side, every seed above: 1 / C(6, 3), the smallest p 3 seeds can give
+    assert glue_grid.permutation_p([0.61, 0.62, 0.60], [0.52, 0.51, 0.53]) == pytest.approx(0.05)
+    assert math.isnan(glue_grid.permutation_p([], [1.0]))
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    for na, nb in ((4, 4), (5, 3), (2, 6)):
+        a, b = rng.normal(0.1, 1, na).round(1), rng.normal(0, 1, nb).round(1)  # rounding makes ties
+        want = scipy_stats.permutation_test((a, b), lambda x, y: np.mean(x) - np.mean(y), n_resamples=np.inf,
+                                            permutation_type="independent", alternative="greater").pvalue
+        assert glue_grid.permutation_p(a, b) == pytest.approx(want)
+    a, b = rng.normal(0.5, 1, 6), rng.normal(0, 1, 6)
+    exact = glue_grid.permutation_p(a, b)
+    assert glue_grid.permutation_p(a, b, max_exact=10, draws=20_000) == pytest.approx(exact, abs=0.01)
