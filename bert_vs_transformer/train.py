@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import signal
@@ -61,7 +62,9 @@ def _local_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 class _Preemption:
-    """SIGTERM/SIGINT set a flag; the loop finishes the current step, saves and exits."""
+    """SIGTERM/SIGINT set a flag; the loop finishes the current step, saves and exits. The handler
+    runs only when Python is between calls, so the loop bounds how far it dispatches ahead of the
+    device (config.steps_in_flight): otherwise it waits out a whole log window before reading it."""
 
     def __init__(self):
         self.requested = False
@@ -98,6 +101,8 @@ def validate(config, mesh) -> None:
     for field in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
         if int(config.get(field, 0)) <= 0:
             raise ConfigError(f"config.{field} must be a positive integer, got {config.get(field)!r}")
+    if int(config.get("steps_in_flight", 2)) < 0:
+        raise ConfigError(f"config.steps_in_flight must be >= 0, got {config.get('steps_in_flight')!r}")
     stop_at = int(config.get("stop_at_step", 0) or 0)
     if stop_at < 0 or stop_at > int(config.num_train_steps):
         raise ConfigError(f"config.stop_at_step={stop_at} must be 0 (off) or a step of the schedule, "
@@ -186,6 +191,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     preemption = _Preemption()
     profiler = _StepProfiler(config, workdir, step, is_main)
     pending: list[tuple[int, dict]] = []
+    # steps dispatched but not waited for: at most steps_in_flight beyond the one Python blocks on, so
+    # a signal is read within about that many steps of arriving, not at the end of a log window
+    in_flight: collections.deque = collections.deque()
+    max_in_flight = int(config.get("steps_in_flight", 2))
     last: dict[str, Any] = {}
     window_start, window_steps = time.time(), 0
     try:
@@ -197,6 +206,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             profiler.after(step, metrics)
             window_steps += 1
             pending.append((step, metrics))
+            in_flight.append(metrics)
+            while len(in_flight) > max_in_flight:
+                jax.block_until_ready(in_flight.popleft())
             stop = preemption.should_stop()
             if step % int(config.log_every_steps) == 0 or step == total or stop:
                 jax.block_until_ready(metrics)  # the window's compute, not just its dispatch
@@ -210,6 +222,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 if is_main:
                     logging.info(progress.line(step, last))
                 pending, window_start, window_steps = [], time.time(), 0
+                in_flight.clear()
             if step % int(config.eval_every_steps) == 0 or step == total:
                 check_finite(pending)
                 if group is None:

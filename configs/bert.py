@@ -63,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 100 if small else 10_000
     config.keep_checkpoints = 3  # the latest K checkpoints are kept
     config.stop_at_step = 0  # >0: stop (evaluate, checkpoint) at this step of the num_train_steps schedule
+    config.steps_in_flight = 2  # most steps dispatched ahead of the device (0 = wait on each): bounds SIGTERM latency
     config.nsp_weight = 1.0  # weight of the NSP loss; 0 = "No NSP" (Table 5)
     config.lm_objective = "mlm"  # "mlm", or "ltr": left-to-right LM on unmasked text (Table 5)
     config.grad_accum_steps = 1  # microbatches per step (the same update as the full batch)

@@ -135,6 +135,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = min(steps_per_epoch, steps)  # once per epoch (and at the end)
     config.keep_checkpoints = 1  # fine-tuning runs are many and short: keep only the latest
     config.stop_at_step = 0  # >0: stop (evaluate, checkpoint) at this step of the num_train_steps schedule
+    config.steps_in_flight = 2  # most steps dispatched ahead of the device (0 = wait on each): bounds SIGTERM latency
     config.grad_accum_steps = 1  # microbatches per step (the same update as the full batch)
     config.profile_steps = 0  # >0: trace this many steps with jax.profiler into WORKDIR/profile
     config.profile_start_step = 10  # ...starting this many steps into the run (after compilation)

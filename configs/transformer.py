@@ -46,6 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.label_smoothing = 0.1  # epsilon_ls (Sec. 5.4)
     config.keep_checkpoints = 5  # the last 5 are averaged for the final model (Sec. 6.1)
     config.stop_at_step = 0  # >0: stop (evaluate, checkpoint) at this step of the num_train_steps schedule
+    config.steps_in_flight = 2  # most steps dispatched ahead of the device (0 = wait on each): bounds SIGTERM latency
     config.profile_steps = 0  # >0: trace this many steps with jax.profiler into WORKDIR/profile
     config.profile_start_step = 10  # ...starting this many steps into the run (after compilation)
     config.eval_bleu = True  # sacreBLEU on the eval split at every evaluation (translation only)

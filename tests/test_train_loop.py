@@ -1,6 +1,6 @@
 """The training entry point end to end (subprocesses, 8 simulated CPU devices, synthetic data):
-resume after SIGTERM and after kill -9 reproduces the uninterrupted run's losses, two processes
-on localhost match one process, and bad input fails fast with a one-line error naming the field."""
+resume after SIGTERM and after kill -9 reproduces the uninterrupted run's losses, a SIGTERM is
+acted on within steps_in_flight steps, two processes on localhost match one process, and bad input fails fast with a one-line error naming the field."""
 
 import json
 import os
@@ -190,6 +190,7 @@ def test_two_processes_match_one(tmp_path):
         (["--config.mesh.data=3"], "config.mesh"),
         (["--config.data.batch_size=12"], "config.data.batch_size=12"),
         ([f"--config.stop_at_step={STEPS + 1}"], f"config.stop_at_step={STEPS + 1} must be 0 (off) or a step"),
+        (["--config.steps_in_flight=-1"], "config.steps_in_flight must be >= 0"),
     ],
 )
 def test_bad_config_fails_fast_with_one_line(tmp_path, overrides, expected):
@@ -301,3 +302,77 @@ def test_tiny_multi30k_trains_on_real_data(tmp_path):
     assert len(losses) == 4 and losses[-1] < losses[0] - 0.5, losses
     ev = [r for r in records if "eval_nll" in r]
     assert ev and ev[-1]["eval_nll"] < 7.0, ev
+
+
+# Trains the tiny model with device steps slower than their dispatch, once per steps_in_flight given
+# on the command line, sending itself SIGTERM once step 5 is computed; prints the checkpointed steps.
+_SLOW_STEPS_DRIVER = r"""
+import json, os, signal, sys, threading, time
+import jax, jax.numpy as jnp
+from bert_vs_transformer import config_args, train, train_step
+
+compile_train_step = train_step.compile_train_step
+dispatched = []  # each step's loss, in dispatch order
+
+
+def slowed(step_fn, shardings, mesh, donate=True):
+    def step_then_work(state, batch, rng):  # a slow step; its result feeds the next step
+        state, metrics = step_fn(state, batch, rng)
+        x = jax.lax.fori_loop(0, 1000, lambda i, x: jnp.tanh(x @ x), jnp.full((128, 128), 0.01))
+        return state.replace(step=state.step + jnp.where(jnp.isnan(x.sum()), 1, 0)), metrics
+
+    run = compile_train_step(step_then_work, shardings, mesh, donate)
+
+    def record(*args):
+        state, metrics = run(*args)
+        dispatched.append(metrics["loss"])
+        return state, metrics
+
+    return record
+
+
+def send_when_computed(signal_at, out):
+    while len(dispatched) < signal_at or not dispatched[signal_at - 1].is_ready():
+        time.sleep(0.001)
+    out["dispatched"] = len(dispatched)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+train_step.compile_train_step = slowed
+signal_at, results = int(sys.argv[1]), {}
+for k in sys.argv[3:]:
+    config = config_args.load("configs/transformer.py:tiny")
+    config.data.dataset, config.data.batch_size, config.data.max_len = "synthetic", 16, 12
+    config.model.vocab_size, config.model.d_model, config.model.d_ff = 96, 32, 64
+    config.num_train_steps = config.log_every_steps = config.eval_every_steps = 40
+    config.checkpoint_every_steps, config.async_checkpointing = 40, False
+    config.steps_in_flight = int(k)
+    dispatched.clear()
+    out = {}
+    sender = threading.Thread(target=send_when_computed, args=(signal_at, out), daemon=True)
+    sender.start()
+    workdir = os.path.join(sys.argv[2], k)
+    train.train_and_evaluate(config, workdir)
+    sender.join(timeout=30)
+    out["checkpoints"] = sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())
+    results[k] = out
+print(json.dumps(results))
+"""
+
+
+def test_sigterm_is_read_within_steps_in_flight(tmp_path):
+    """One device whose steps are slower than their dispatch, SIGTERM once step 5 is computed: the
+    run saves and stops at most steps_in_flight + 1 steps later. Unbounded (10000), Python has
+    dispatched far ahead by then and reads the signal only at the end of its 40-step log window: the
+    48 s a SIGTERM took to act on a CPU fine-tuning run (1.6 s steps, 50-step log window)."""
+    signal_at = 5
+    proc = _run([sys.executable, "-c", _SLOW_STEPS_DRIVER, str(signal_at), str(tmp_path), "0", "2", "10000"],
+                env=_env(devices=1))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for k in (0, 2):
+        stopped = results[str(k)]["checkpoints"]
+        assert len(stopped) == 1 and signal_at <= stopped[0] <= signal_at + k + 1, (k, results)
+    unbounded = results["10000"]
+    assert unbounded["dispatched"] > signal_at + 8, f"no run-ahead to bound; the test shows nothing: {results}"
+    assert unbounded["checkpoints"][-1] > signal_at + 8, results
