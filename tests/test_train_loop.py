@@ -183,6 +183,33 @@ def test_two_processes_match_one(tmp_path):
         assert abs(one[s] - two[s]) <= 1e-5, (s, one[s], two[s])
 
 
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
+    """Multi-host preemption: only process 1 gets SIGTERM; the flag is all-gathered, so both finish
+    the same step, save one checkpoint there together and exit cleanly."""
+    workdir, steps = str(tmp_path), 400
+    port = _free_port()
+    env = _env(devices=4, JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+    procs = [
+        subprocess.Popen(
+            _cmd(workdir, f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
+                 steps=steps, ckpt_every=steps),
+            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    _wait_for(lambda: _logged_steps(workdir) >= 3, procs[1])
+    procs[1].send_signal(signal.SIGTERM)
+    errs = []
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-3000:]
+        errs.append(err)
+    k = max(_losses(workdir))
+    assert k < steps, "the signal arrived after the run finished; nothing was tested"
+    assert _complete_checkpoints(workdir) == [k]
+    assert all(f"stopping at step {k} after a preemption signal" in err for err in errs), [e[-1500:] for e in errs]
+    assert "received signal" in errs[1] and "received signal" not in errs[0]
+
+
 @pytest.mark.parametrize(
     "overrides, expected",
     [
