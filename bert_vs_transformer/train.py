@@ -64,28 +64,54 @@ def _local_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 class _Preemption:
     """SIGTERM/SIGINT set a flag; the loop finishes the current step, saves and exits. The handler
     runs only when Python is between calls, so the loop bounds how far it dispatches ahead of the
-    device (config.steps_in_flight): otherwise it waits out a whole log window before reading it."""
+    device (config.steps_in_flight): otherwise it waits out a whole log window before reading it.
 
-    def __init__(self):
+    Multi-process, every process must stop at the same step. With JAX's preemption service (on by
+    default in jax.distributed) its own SIGTERM notifier tells the coordination service, which picks
+    the step (multihost_utils.reached_preemption_sync_point): no collective per step. Without it the
+    flag is all-gathered every step, which waits on the device each step."""
+
+    def __init__(self, step: int):
         self.requested = False
         self._previous = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        self._service = jax.process_count() > 1 and _preemption_service(step)
+        # with the service, SIGTERM stays with its notifier; SIGINT is handed to it as a SIGTERM
+        for sig in (signal.SIGINT,) if self._service else (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
         logging.warning("received signal %d: saving a checkpoint after this step", signum)
         self.requested = True
+        if self._service:
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    def should_stop(self) -> bool:
+    def should_stop(self, step: int) -> bool:
         if jax.process_count() == 1:
             return self.requested
         from jax.experimental import multihost_utils
 
+        if self._service:
+            if multihost_utils.reached_preemption_sync_point(step):
+                logging.warning("every process reached the preemption sync point at step %d", step)
+                return True
+            return False
         return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
 
     def restore(self):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _preemption_service(step: int) -> bool:
+    """Whether JAX's preemption sync manager runs (jax.distributed with jax_enable_preemption_service);
+    its first call, at the run's first step, is also where the sync step count starts."""
+    from jax.experimental import multihost_utils
+
+    try:
+        multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # the service is disabled
+        return False
+    return True
 
 
 def validate(config, mesh) -> None:
@@ -188,7 +214,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     # redo a run a time limit cut; rerun without it to go on
     total = int(config.get("stop_at_step", 0) or 0) or int(config.num_train_steps)
     progress = run_logging.Progress(total, step)
-    preemption = _Preemption()
+    preemption = _Preemption(step)
     profiler = _StepProfiler(config, workdir, step, is_main)
     pending: list[tuple[int, dict]] = []
     # steps dispatched but not waited for: at most steps_in_flight beyond the one Python blocks on, so
@@ -209,7 +235,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             in_flight.append(metrics)
             while len(in_flight) > max_in_flight:
                 jax.block_until_ready(in_flight.popleft())
-            stop = preemption.should_stop()
+            stop = preemption.should_stop(step)
             if step % int(config.log_every_steps) == 0 or step == total or stop:
                 jax.block_until_ready(metrics)  # the window's compute, not just its dispatch
                 elapsed = time.time() - window_start

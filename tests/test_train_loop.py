@@ -183,12 +183,15 @@ def test_two_processes_match_one(tmp_path):
         assert abs(one[s] - two[s]) <= 1e-5, (s, one[s], two[s])
 
 
-def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
-    """Multi-host preemption: only process 1 gets SIGTERM; the flag is all-gathered, so both finish
-    the same step, save one checkpoint there together and exit cleanly."""
+@pytest.mark.parametrize("service", [True, False], ids=["preemption_service", "all_gather"])
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path, service):
+    """Multi-host preemption: only process 1 gets SIGTERM; both finish the same step, save one
+    checkpoint there together and exit cleanly. With JAX's preemption service (the default) the
+    coordination service picks the step; without it the flag is all-gathered every step."""
     workdir, steps = str(tmp_path), 400
     port = _free_port()
-    env = _env(devices=4, JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+    env = _env(devices=4, JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+               JAX_ENABLE_PREEMPTION_SERVICE=str(service).lower())
     procs = [
         subprocess.Popen(
             _cmd(workdir, f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
@@ -207,7 +210,10 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
     assert k < steps, "the signal arrived after the run finished; nothing was tested"
     assert _complete_checkpoints(workdir) == [k]
     assert all(f"stopping at step {k} after a preemption signal" in err for err in errs), [e[-1500:] for e in errs]
-    assert "received signal" in errs[1] and "received signal" not in errs[0]
+    if service:
+        assert all(f"preemption sync point at step {k}" in err for err in errs)
+    else:
+        assert "received signal" in errs[1] and "received signal" not in errs[0]
 
 
 @pytest.mark.parametrize(
