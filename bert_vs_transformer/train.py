@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from bert_vs_transformer import (checkpoints, flops, glue_eval, init_from, members, optim, partitioning,
@@ -88,8 +89,6 @@ class _Preemption:
     def should_stop(self, step: int) -> bool:
         if jax.process_count() == 1:
             return self.requested
-        from jax.experimental import multihost_utils
-
         if self._service:
             if multihost_utils.reached_preemption_sync_point(step):
                 logging.warning("every process reached the preemption sync point at step %d", step)
@@ -105,8 +104,6 @@ class _Preemption:
 def _preemption_service(step: int) -> bool:
     """Whether JAX's preemption sync manager runs (jax.distributed with jax_enable_preemption_service);
     its first call, at the run's first step, is also where the sync step count starts."""
-    from jax.experimental import multihost_utils
-
     try:
         multihost_utils.reached_preemption_sync_point(step)
     except RuntimeError:  # the service is disabled

@@ -1,6 +1,7 @@
 """The training entry point end to end (subprocesses, 8 simulated CPU devices, synthetic data):
 resume after SIGTERM and after kill -9 reproduces the uninterrupted run's losses, a SIGTERM is
-acted on within steps_in_flight steps, two processes on localhost match one process, and bad input fails fast with a one-line error naming the field."""
+acted on within steps_in_flight steps, two processes on localhost match one process (and stop
+together on a signal to one), and bad input fails fast with a one-line error naming the field."""
 
 import json
 import os
