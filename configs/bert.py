@@ -134,9 +134,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.tfds_data_dir = ""  # generated tfds datasets; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     d.cache_dir = ""  # trained vocabs and created instances; "" = $BVT_CACHE_DIR or <tfds data dir>/bvt_cache
     d.num_threads = 2  # grain threads preparing batches ahead (0 = in the training thread)
-    # grain worker processes (spawned) preparing batches, the same stream in the same order: the
-    # masking is per-example Python, ~35 batches of 256 x 128 a second in one process, under the
-    # ~80 steps/s the small BERT makes alone on an H200; a resume needs the same count
+    # grain worker processes (spawned) preparing batches, the same stream in the same order (one
+    # process masks ~100 batches of 256 x 128 a second on a 2-core CPU; the small BERT trains at
+    # ~80 steps/s alone on an H200); a resume needs the same count
     d.worker_count = 0
 
     # BERT A.2's two phases: 90% of the steps at seq 128, then 10% at 512 "to learn the positional

@@ -323,3 +323,41 @@ def test_real_wordpiece_documents():
             if p + 1 < len(pieces) and pieces[p + 1].startswith("##"):
                 assert p + 1 in chosen
         assert wp.decode(x.tokens).count(" ") > 0
+
+
+@pytest.mark.parametrize("whole_word_mask,count_special_tokens", [(False, False), (True, False), (False, True)])
+def test_mask_batch_equals_masking_row_by_row(instances, whole_word_mask, count_special_tokens):
+    """batch_masking.mask_batch is the per-example path stacked, bit for bit (the same draws)."""
+    from bert_vs_transformer.data import batch_masking
+
+    src = pe.InstanceSource.from_instances(instances[:3000])
+    m = masker(whole_word_mask=whole_word_mask, count_special_tokens=count_special_tokens)
+    rng = np.random.default_rng(5)
+    idx = np.concatenate([rng.integers(0, len(src), 250), [-1, 0]])  # a negative index counts from the end
+    epochs = rng.integers(0, 4, len(idx))
+    got = batch_masking.mask_batch(src, idx, epochs, 7, m)
+    rows = [pe.mask_instance(src[int(i)], pe.epoch_rng(7, int(e), int(i) % len(src)), **m.options)
+            for i, e in zip(idx, epochs)]
+    assert set(got) == set(rows[0])
+    for k in got:
+        want = np.stack([r[k] for r in rows])
+        assert got[k].dtype == want.dtype and got[k].shape == want.shape, k
+        np.testing.assert_array_equal(got[k], want, err_msg=k)
+    assert got["masked_lm_weights"].sum(1).min() >= 1
+    # one epoch for all rows, and an empty batch
+    one = batch_masking.mask_batch(src, idx[:5], 2, 7, m)
+    np.testing.assert_array_equal(one["input_ids"], np.stack([m.for_epoch(src[int(i)], 7, 2, int(i))["input_ids"]
+                                                             for i in idx[:5]]))
+    assert batch_masking.mask_batch(src, [], 0, 7, m)["input_ids"].shape == (0, MAX_LEN)
+    with pytest.raises(IndexError):
+        batch_masking.mask_batch(src, [len(src)], 0, 7, m)
+    short = pe.Masker(**{**m.options, "max_seq_len": 8})
+    with pytest.raises(ValueError, match="exceeds max_seq_len=8"):
+        batch_masking.mask_batch(src, [0], 0, 7, short)
+
+
+def test_epoch_rng_is_the_seed_sequence_of_its_three_numbers():
+    """epoch_rng's uint32 fast path gives the generator of default_rng([seed, epoch, index])."""
+    for key in [(0, 0, 0), (3, 1, 12345), (2**32 - 1, 7, 2**31), (2**32, 0, 5), (1, 2**40, 3)]:
+        want = np.random.default_rng(list(key)).random(4)
+        np.testing.assert_array_equal(pe.epoch_rng(*key).random(4), want)

@@ -413,9 +413,9 @@ def worker_count(config) -> int:
 def iter_dataset(batches, config):
     """A grain MapDataset of batches as the IterDataset a DataIterator reads: data.num_threads
     threads, and with data.worker_count > 0 that many spawned processes, worker i preparing batches
-    i, i + w, ... (grain's mp_prefetch: the same batches in the same order as without workers). The
-    masking of BERT pretraining is per-example Python, ~35 batches of 256 x 128 a second in one
-    process: workers lift that ceiling on a many-core host."""
+    i, i + w, ... (grain's mp_prefetch: the same batches in the same order as without workers). BERT
+    pretraining's masking draws per row in Python (~100 batches of 256 x 128 a second in one process
+    on a 2-core CPU): workers lift that ceiling on a many-core host."""
     import grain
 
     ds = batches.to_iter_dataset(_read_options(config))

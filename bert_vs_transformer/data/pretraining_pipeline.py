@@ -36,7 +36,8 @@ How the corpus becomes batches:
    as Devlin et al.'s create_pretraining_data.py; with dupe_factor > 1 the copies of a passage
    are masked differently) and e = s // n, the epoch, for `masking="dynamic"` (re-masked every
    epoch, as RoBERTa). Masking is a pure function of (seed, epoch, instance), so a resumed run
-   masks exactly as an uninterrupted one.
+   masks exactly as an uninterrupted one. A batch is masked at once (`batch_masking.mask_batch`,
+   bit-identical to masking its rows one by one).
 
 Batches (the keys `tasks/pretraining.py` reads): `input_ids`, `token_type_ids`, `attention_mask`
 int32 [b, max_seq_len]; `masked_lm_positions`, `masked_lm_ids` int32 and `masked_lm_weights`
@@ -56,7 +57,7 @@ from typing import Any, Iterator
 import numpy as np
 from absl import logging
 
-from bert_vs_transformer.data import pipelines
+from bert_vs_transformer.data import batch_masking, pipelines
 from bert_vs_transformer.data import pretraining_examples as pe
 
 INSTANCES_FORMAT = "bvt_pretraining_instances/1"
@@ -328,19 +329,12 @@ def _save(source: pe.InstanceSource, path: str, key: dict) -> None:
 # Batches.
 
 
-def _stack(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-
-
 def _collate(source, mask: pe.Masker, seed: int, dynamic: bool, n: int, k: int, ids, rows: slice):
     """Rows `rows` of global batch k (instances `ids` at stream positions k*b + j), masked."""
     ids = np.asarray(ids)
-    b = len(ids)
-    out = []
-    for j in range(b)[rows]:
-        epoch = (k * b + j) // n if dynamic else 0
-        out.append(mask.for_epoch(source[int(ids[j])], seed, epoch, int(ids[j])))
-    return _stack(out)
+    j = np.arange(len(ids))[rows]
+    epochs = (k * len(ids) + j) // n if dynamic else 0
+    return batch_masking.mask_batch(source, ids[j], epochs, seed, mask)
 
 
 def train_iterator(config, *, process_index: int | None = None, process_count: int | None = None):
@@ -384,7 +378,7 @@ def eval_examples(config, split: str) -> dict[str, np.ndarray]:
     memo = ("eval", key, _hash(opts))
     with pipelines._LOCK:
         if memo not in _MEMO:
-            _MEMO[memo] = _stack([mask.for_epoch(source[i], seed, 0, i) for i in range(len(source))])
+            _MEMO[memo] = batch_masking.mask_batch(source, np.arange(len(source)), 0, seed, mask)
         return _MEMO[memo]
 
 

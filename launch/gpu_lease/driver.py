@@ -283,7 +283,7 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
         ("pt_small", pretrain_job("pt_small", "small", [
             "--config.model.dtype=bfloat16", pt_steps, "--config.optimizer.learning_rate=5e-4",
             "--config.optimizer.warmup_steps=500", "--config.data.dupe_factor=4", "--config.data.masking=dynamic",
-            # grain worker processes mask the batches (one process made ~35 a second: under the GPU's 80)
+            # grain worker processes mask the batches (one process: ~100 a second on the 2-core CPU, near the GPU's 80)
             f"--config.data.worker_count={PT_WORKERS}", "--config.data.num_threads=1",
             "--config.eval_every_steps=1000", "--config.checkpoint_every_steps=1000",
             # 5 steps of the real run traced (pt_small/profile/summary.md): where its step time goes
