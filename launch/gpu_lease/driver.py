@@ -285,6 +285,9 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
             "--config.optimizer.warmup_steps=500", "--config.data.dupe_factor=4", "--config.data.masking=dynamic",
             # grain worker processes mask the batches (one process: ~100 a second on the 2-core CPU, near the GPU's 80)
             f"--config.data.worker_count={PT_WORKERS}", "--config.data.num_threads=1",
+            # ~12 ms steps: 8 dispatched ahead absorb ~0.1 s of host jitter and still read SIGTERM within
+            # ~0.1 s (the default 2 suits CPU and large-model steps of seconds; GPU rate with 2 unmeasured)
+            "--config.steps_in_flight=8",
             "--config.eval_every_steps=1000", "--config.checkpoint_every_steps=1000",
             # 5 steps of the real run traced (pt_small/profile/summary.md): where its step time goes
             "--config.profile_steps=5", "--config.profile_start_step=50",
