@@ -55,6 +55,13 @@ class Member:
         return glue_grid.run_name(self.learning_rate, self.seed)
 
 
+@jax.jit
+def member_slice(tree, k):
+    """Member k's leaves of a stacked tree, as one compiled program for every k and tree of that
+    structure (indexing leaves eagerly compiles a slice per leaf shape and device)."""
+    return jax.tree_util.tree_map(lambda x: x[k], tree)
+
+
 def _split(value: Any, cast) -> list:
     if value is None or value == "":
         return []
@@ -157,7 +164,7 @@ class Group:
         if "bert" not in params:
             raise ValueError(f"config.init={self.config.init!r}: the model has no 'bert' encoder")
         stacked = params["bert"]
-        first = jax.tree_util.tree_map(lambda x: x[0], stacked)
+        first = member_slice(stacked, 0)
         loaded = init_from.load_encoder(first, init_from.source_encoder(self.config), repr(self.config.init))
 
         def spread(new, old_first, old):
@@ -309,7 +316,7 @@ class Group:
                 continue
             ev = {f"eval_{n}": v for n, v in task.summarize({n: float(t[k]) for n, t in totals.items()}).items()} \
                 if totals else {}
-            mine = jax.tree_util.tree_map(lambda x: x[k], params)
+            mine = member_slice(params, k)
             ev.update(glue_eval.eval_metrics(c, task, mine, mesh))
             logger.write(step, ev)
             per_member.append(ev)
