@@ -58,7 +58,7 @@ class Member:
 @jax.jit
 def member_slice(tree, k):
     """Member k's leaves of a stacked tree, as one compiled program for every k and tree of that
-    structure (indexing leaves eagerly compiles a slice per leaf shape and device)."""
+    structure (indexing the leaves eagerly compiles a program per leaf shape)."""
     return jax.tree_util.tree_map(lambda x: x[k], tree)
 
 
