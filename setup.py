@@ -43,9 +43,9 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "bvt-compare=bert_vs_transformer.compare:run",
+            "bvt-compare=bert_vs_transformer.cli.compare:run",
             "bvt-train=bert_vs_transformer.main:run",
-            "bvt-translate=bert_vs_transformer.translate:run",
+            "bvt-translate=bert_vs_transformer.cli.translate:run",
         ],
     },
 )

@@ -70,7 +70,7 @@ def load(spec: str):
 
 def model_config(spec: str, **overrides):
     """The ModelConfig of a config file spec, with field overrides."""
-    from bert_vs_transformer.model_config import ModelConfig
+    from bert_vs_transformer.models.model_config import ModelConfig
 
     cfg = ModelConfig.from_dict(dict(load(spec).model))
     return cfg.replace(**overrides) if overrides else cfg

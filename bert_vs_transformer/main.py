@@ -38,7 +38,8 @@ def main(argv):
         logging.get_absl_handler().addFilter(_QuietLibraries())
     import jax
 
-    from bert_vs_transformer import partitioning, train
+    from bert_vs_transformer.models import partitioning
+    from bert_vs_transformer.training import loop as train
 
     partitioning.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _CONFIG.value

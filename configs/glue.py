@@ -58,7 +58,8 @@ MINILM_MODEL = dict(
 
 def _source(init: str) -> tuple[dict, str, bool, str]:
     """init -> (model fields, vocab.txt path ('' = BERT's uncased default), lowercase, resolved init)."""
-    from bert_vs_transformer import convert, init_from
+    from bert_vs_transformer.models import convert
+    from bert_vs_transformer.training import init_from
 
     if init == "minilm":
         path = init_from.minilm_path()

@@ -2,7 +2,7 @@
 and multi30k (sized for the 29k-pair Multi30k en-de task).
 
 Usage: --config=configs/transformer.py:base  (or :variant=big). Every model field is a
-`bert_vs_transformer.model_config.ModelConfig` field; compare with configs/bert.py.
+`bert_vs_transformer.models.model_config.ModelConfig` field; compare with configs/bert.py.
 """
 
 import ml_collections

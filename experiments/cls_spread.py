@@ -25,7 +25,7 @@ def spread(x) -> float:
 
 def summaries(cfg, params, ids, mask) -> dict[str, float]:
     """Spread of each summary of `ids` [n, L] (mask: real tokens) under (cfg, params)."""
-    from bert_vs_transformer import bert
+    from bert_vs_transformer.models import bert
 
     hidden, pooled = bert.encode(cfg, params, ids, None, mask)
     _, mean_pooled = bert.encode(cfg.replace(pooling="mean"), params, ids, None, mask)
@@ -47,7 +47,9 @@ def main(argv=None) -> None:
     import jax
     import jax.numpy as jnp
 
-    from bert_vs_transformer import bert, tasks, translation_eval
+    from bert_vs_transformer import tasks
+    from bert_vs_transformer.evaluation import translation as translation_eval
+    from bert_vs_transformer.models import bert
     from bert_vs_transformer.data import pipelines, sources, wordpiece
 
     config, params, step = translation_eval.load_run(args.workdir, None)

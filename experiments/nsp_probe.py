@@ -70,7 +70,9 @@ def main(argv=None) -> None:
 
     import jax.numpy as jnp
 
-    from bert_vs_transformer import bert, tasks, translation_eval
+    from bert_vs_transformer import tasks
+    from bert_vs_transformer.evaluation import translation as translation_eval
+    from bert_vs_transformer.models import bert
     from bert_vs_transformer.data import pipelines, wordpiece
 
     config, params, step = translation_eval.load_run(args.workdir, None)

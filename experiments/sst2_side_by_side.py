@@ -26,7 +26,8 @@ import subprocess
 import sys
 import time
 
-from bert_vs_transformer import config_args, glue_grid
+from bert_vs_transformer import config_args
+from bert_vs_transformer.cli import glue_grid
 from experiments import glue_torch
 
 TARGET_POINTS = 0.7  # issue 6: our mean within 0.7 accuracy points of theirs

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 
-from bert_vs_transformer.model_config import ModelConfig
+from bert_vs_transformer.models.model_config import ModelConfig
 
 Batch = Mapping[str, jax.Array]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from bert_vs_transformer import bert
+from bert_vs_transformer.models import bert
 from bert_vs_transformer.tasks import losses
 from bert_vs_transformer.tasks.base import Task
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_vs_transformer import transformer
+from bert_vs_transformer.models import transformer
 from bert_vs_transformer.tasks import losses
 from bert_vs_transformer.tasks.base import Task
 

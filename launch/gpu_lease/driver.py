@@ -34,7 +34,8 @@ import fnmatch, json, os, shlex, signal, subprocess, sys, tarfile, threading, ti
 
 T0 = time.time()  # before the imports: DEADLINE counts from run.sh's launch of this script
 sys.path.insert(0, os.getcwd())  # the repo root (run.sh runs this from there)
-from bert_vs_transformer import checkpoints, glue_grid  # noqa: E402  (no JAX work at import)
+from bert_vs_transformer.cli import glue_grid  # noqa: E402  (no JAX work at import)
+from bert_vs_transformer.training import checkpoints
 
 DEADLINE = float(os.environ.get("DEADLINE", "470"))
 CONC = int(os.environ.get("CONC", "8"))
@@ -61,10 +62,10 @@ def m30k_job(name, extra, train_s, test=True):
         return [train]
     return [
         train,
-        ([PY, "-m", "bert_vs_transformer.translate", f"--workdir={wd}", "--evaluate_split=test",
+        ([PY, "-m", "bert_vs_transformer.cli.translate", f"--workdir={wd}", "--evaluate_split=test",
           "--beam_size=4", f"--output={wd}/test_last.de"] + mx, 90, 0),
-        ([PY, "-m", "bert_vs_transformer.average_checkpoints", f"--workdir={wd}", "--last=5"], 60, 0),
-        ([PY, "-m", "bert_vs_transformer.translate", f"--workdir={wd}/averaged", "--evaluate_split=test",
+        ([PY, "-m", "bert_vs_transformer.cli.average_checkpoints", f"--workdir={wd}", "--last=5"], 60, 0),
+        ([PY, "-m", "bert_vs_transformer.cli.translate", f"--workdir={wd}/averaged", "--evaluate_split=test",
           "--beam_size=4", f"--output={wd}/test_avg.de"] + mx, 90, 0),
     ]
 
@@ -115,7 +116,7 @@ def pretrain_job(name, variant, extra, train_s):
             # the checkpoint the fine-tunes read, back from the lease: a Hugging Face folder of float16
             # shards (<= 15 MiB each: $OUT's limit is 16); its small files travel in results.tgz, the
             # shards beside it (unpack results.tgz, move the shards into pt_small_hf/: init=that folder)
-            ([PY, "-m", "bert_vs_transformer.export_hf", f"--workdir={wd}", f"--output={wd}_hf", "--dtype=float16",
+            ([PY, "-m", "bert_vs_transformer.cli.export_hf", f"--workdir={wd}", f"--output={wd}_hf", "--dtype=float16",
               "--max_shard_mb=15", lambda: f"--step={pretrained_step(wd)}"], 90, 0),
             (["sh", "-c", f"cp {wd}_hf/*.safetensors {OUT}/"], 20, 0)]
 
@@ -159,7 +160,7 @@ def finetune_members(name, task, pt, lrs, seeds, recipe="", init="pt", max_s=260
     for its vocab.txt (written when it starts) with SCRATCH_EARLY=1, so it runs beside the pretraining
     (sharing the GPU with it), else for DONE too. With PT_HF set, that folder stands for the
     pretraining (nothing waited for). Report (here or after the lease, from the unpacked
-    results.tgz as W): python -m bert_vs_transformer.glue_grid --task=TASK --init=W/pt_small,scratch
+    results.tgz as W): python -m bert_vs_transformer.cli.glue_grid --task=TASK --init=W/pt_small,scratch
     --arch=W/pt_small --root=W --lrs=LRS --seeds=3 --vmap --report_only (PT_HF: --init=DIR,scratch
     --arch=DIR, DIR a local copy of that folder under the same name). A small model's step leaves
     the GPU idle between kernel launches; vmapped members fill it, and each init compiles once instead
@@ -311,7 +312,7 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
     # the processes sharing the GPU): one process at a time (no contention), the small
     # BERT's pretraining step on a synthetic batch, with and without autotuning, bf16 and fp32.
     "bench": [
-        ("bench_small", [(["env", f"XLA_FLAGS={flags}", PY, "-m", "bert_vs_transformer.benchmark",
+        ("bench_small", [(["env", f"XLA_FLAGS={flags}", PY, "-m", "bert_vs_transformer.cli.benchmark",
                            "--config=configs/bert.py:small", f"--config.model.dtype={dtype}",
                            "--config.model.vocab_size=8000", "--seq_len=128",
                            # 3 more steps traced: the kernel table (prof_<name>/summary.md) says where
@@ -327,7 +328,7 @@ JOBSETS = {  # priority order; a job: name, [(argv, max seconds, reserve seconds
                              ("default_fp32", "", "float32")]]),
         # what member runs (members.py) buy on the GPU: the fine-tuning step of MiniLM's architecture,
         # one run against nine vmapped (bert6's 3 seeds x 3 lrs); steps_per_s is per member-step / 9
-        ("bench_members", [([PY, "-m", "bert_vs_transformer.benchmark", "--config=configs/glue.py:task=sst2,init=scratch",
+        ("bench_members", [([PY, "-m", "bert_vs_transformer.cli.benchmark", "--config=configs/glue.py:task=sst2,init=scratch",
                              f"--members={n}", "--seq_len=64"] +
                             (["--batch_size=4", "--steps=2", "--warmup=1"] if SMOKE else ["--batch_size=32", "--steps=50", "--warmup=3"]),
                             90, 0) for n in (1, 9)]),

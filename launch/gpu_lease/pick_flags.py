@@ -3,7 +3,7 @@
     (on the device, from the repo root; run.sh calls it when PICK_FLAGS=1)
     eval "$(W=/tmp/w PT_S=330 python3 launch/gpu_lease/pick_flags.py)"   # exports XLA_FLAGS, PT_RATE, PT_STEPS
 
-Each candidate runs `bert_vs_transformer.benchmark` on `configs/bert.py:small` as bert6 pretrains it
+Each candidate runs `bert_vs_transformer.cli.benchmark` on `configs/bert.py:small` as bert6 pretrains it
 (bf16, 8k vocabulary, batch 256 x 128), one process at a time, with a 3-step kernel profile
 (W/pick_flags/prof_<name>/summary.md). The fastest candidate's flags are printed as shell exports;
 PT_STEPS is what its rate fits in PT_S seconds of pretraining (less compilation, evaluation and
@@ -33,7 +33,7 @@ def log(msg):
 
 def bench(name, flags):
     size = ["--batch_size=8", "--steps=2", "--warmup=1"] if SMOKE else ["--batch_size=256", "--steps=40", "--warmup=3"]
-    argv = [sys.executable, "-m", "bert_vs_transformer.benchmark", "--config=configs/bert.py:small",
+    argv = [sys.executable, "-m", "bert_vs_transformer.cli.benchmark", "--config=configs/bert.py:small",
             "--config.model.dtype=bfloat16", "--config.model.vocab_size=8000", "--seq_len=128",
             f"--profile_dir={OUT}/prof_{name}", "--profile_steps=3", *size]
     env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + flags).strip())

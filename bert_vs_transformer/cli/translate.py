@@ -1,0 +1,138 @@
+"""Translate text with a trained run, or score a split with sacreBLEU.
+
+    python -m bert_vs_transformer.cli.translate --workdir=DIR [--input=FILE] [--output=FILE]
+        [--beam_size=4 --alpha=0.6 --batch_size=64 --checkpoint_step=N]
+    python -m bert_vs_transformer.cli.translate --workdir=DIR --evaluate_split=test [--max_examples=N]
+
+The first form reads one source sentence per line (stdin without --input) and writes one
+detokenized translation per line, in input order (stdout without --output); empty lines stay
+empty. Progress (sentences/s) goes to stderr. The second decodes the split's sources (Multi30k
+`test` = test_2016_flickr), scores them against the raw references and prints one JSON object:
+bleu, bleu_lowercase, chrf, their sacreBLEU signatures, num_examples, step, ... (with --output,
+the translations are written there too). --beam_size=0 decodes greedily.
+
+DIR is a training workdir (or one written by `average_checkpoints`): the model comes from the
+config stored with the checkpoint (else DIR/config.json), the parameters from the latest
+checkpoint (or --checkpoint_step) - only the parameters are read, not the optimizer state - and
+the tokenizer is the run's SentencePiece model (found in its cache, or retrained identically from
+the training split, which needs the dataset: $BVT_DATA_DIR / $TFDS_DATA_DIR as for training).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (holds checkpoints/ and config.json).")
+_INPUT = flags.DEFINE_string("input", None, "Source sentences, one per line (default: stdin).")
+_OUTPUT = flags.DEFINE_string("output", None, "Translations, one per line (default: stdout).")
+_BEAM = flags.DEFINE_integer("beam_size", 4, "Beam size (Vaswani 6.1: 4); 0 = greedy.")
+_ALPHA = flags.DEFINE_float("alpha", 0.6, "Length penalty exponent (Vaswani 6.1: 0.6).")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Source sentences per decode batch.")
+_STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint step to load (default: the latest).")
+_SPLIT = flags.DEFINE_string("evaluate_split", None, "Score this split with sacreBLEU (e.g. test, validation).")
+_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", None, "With --evaluate_split: only the first N examples.")
+_TFDS_DIR = flags.DEFINE_string("tfds_data_dir", None, "Override config.data.tfds_data_dir.")
+_CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Override config.data.cache_dir (tokenizer cache).")
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+
+
+class _StderrProgress:
+    def __init__(self, every_s: float = 5.0):
+        self.every_s, self.last = every_s, 0.0
+
+    def __call__(self, done: int, total: int, elapsed: float) -> None:
+        if done == total or elapsed - self.last >= self.every_s:
+            self.last = elapsed
+            rate = done / max(elapsed, 1e-9)
+            print(f"translated {done}/{total} sentences, {rate:.1f} sentences/s, {elapsed:.1f} s",
+                  file=sys.stderr, flush=True)
+
+
+def _read_lines(path: str | None) -> list[str]:
+    if path is None:
+        return [line.rstrip("\r\n") for line in sys.stdin]
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\r\n") for line in f]
+
+
+def _write_lines(path: str | None, lines: list[str]) -> None:
+    text = "".join(line.replace("\n", " ") + "\n" for line in lines)
+    if path is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.ERROR)  # orbax's INFO/WARNING lines would drown the output
+    if _WORKDIR.value is None:
+        raise app.UsageError("--workdir is required")
+    if _BEAM.value < 0 or _BATCH.value < 1:
+        raise app.UsageError("--beam_size must be >= 0 and --batch_size >= 1")
+
+    from bert_vs_transformer.evaluation import translation as translation_eval
+
+    t0 = time.time()
+    try:
+        config, params, step = translation_eval.load_run(_WORKDIR.value, _STEP.value)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    with config.unlocked():
+        if _TFDS_DIR.value is not None:
+            config.data.tfds_data_dir = _TFDS_DIR.value
+        if _CACHE_DIR.value is not None:
+            config.data.cache_dir = _CACHE_DIR.value
+    if config.get("task") != "translation":
+        print(f"error: {_WORKDIR.value} holds a {config.get('task')!r} run, not translation", file=sys.stderr)
+        sys.exit(2)
+    print(f"loaded {_WORKDIR.value} step {step} in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
+    beam = _BEAM.value or None
+
+    if _SPLIT.value:
+        res = translation_eval.bleu(config, params, _SPLIT.value, beam_size=beam, alpha=_ALPHA.value,
+                                    max_examples=_MAX_EXAMPLES.value, batch_size=_BATCH.value,
+                                    progress=_StderrProgress(), return_translations=bool(_OUTPUT.value))
+        if _OUTPUT.value:
+            _write_lines(_OUTPUT.value, res.pop("translations"))
+            res.pop("references")
+        res.update(workdir=os.path.abspath(_WORKDIR.value), step=step, dataset=config.data.dataset,
+                   source_lang=config.data.source_lang, target_lang=config.data.target_lang)
+        print(json.dumps(res), flush=True)
+        return
+
+    lines = _read_lines(_INPUT.value)
+    keep = [i for i, line in enumerate(lines) if line.strip()]
+    t1 = time.time()
+    hyps, stats = translation_eval.translate_texts(config, params, [lines[i] for i in keep], beam_size=beam,
+                                                   alpha=_ALPHA.value, batch_size=_BATCH.value,
+                                                   progress=_StderrProgress())
+    out = [""] * len(lines)
+    for i, h in zip(keep, hyps):
+        out[i] = h
+    _write_lines(_OUTPUT.value, out)
+    seconds = time.time() - t1
+    print(f"translated {len(keep)} sentences ({len(lines) - len(keep)} empty lines, {stats['truncated']} "
+          f"truncated) in {seconds:.1f} s: {len(keep) / max(seconds, 1e-9):.1f} sentences/s "
+          f"({'beam %d, alpha %g' % (beam, _ALPHA.value) if beam else 'greedy'})", file=sys.stderr, flush=True)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,358 @@
+"""Decode a translation split and score it with sacreBLEU (Vaswani 6.1: beam 4, alpha 0.6).
+
+    from bert_vs_transformer import translation_eval
+    scores = translation_eval.bleu(config, params, "test", beam_size=4)   # Multi30k test_2016_flickr
+    scores["bleu"], scores["bleu_signature"]
+
+How: the split's raw source texts (`data.raw_examples`, file order) are encoded with the run's
+SentencePiece tokenizer (over-long sources truncated to `max_source_len` keeping EOS, as the
+eval batches are), sorted by length, decoded in batches with `decoding.greedy_decode` or
+`decoding.beam_search` (maximum output length = source length + 50), put back in file order,
+detokenized (`tokenizer.decode`) and compared with the raw references by `metrics.py`. Scores are
+on detokenized text, so they are sacreBLEU-comparable.
+
+Where it runs: the parameters (replicated, sharded, or host arrays; boxed or not) are gathered
+once onto one device (the first local one) and decoding runs jitted there. Shapes are bucketed
+(source widths from `config.data.length_buckets`, batch rows rounded up to a power of two) so a
+split compiles a handful of programs. With several processes every process gathers the
+parameters (a collective: all must call) and decodes the whole split (the same result on all).
+
+Loading a finished run (translate.py, average_checkpoints.py): `load_run(workdir, step)` ->
+(config, params, step) reads the config stored with the checkpoint and only the `params` subtree
+of its train state (orbax partial restore), through a read-only CheckpointManager that never
+writes to or cleans up the directory (safe while the owning run is still training).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from absl import logging
+
+from bert_vs_transformer.evaluation import metrics
+from bert_vs_transformer.models import decoding
+from bert_vs_transformer.models.model_config import ModelConfig
+
+Progress = Callable[[int, int, float], None]  # (sentences done, total, seconds elapsed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a run (translate.py, average_checkpoints.py).
+
+
+def checkpoint_directory(workdir: str) -> str:
+    return os.path.abspath(os.path.join(workdir, "checkpoints"))
+
+
+def read_only_manager(workdir: str):
+    """An orbax CheckpointManager over DIR/checkpoints that never writes or deletes (safe while
+    the run that owns the directory is still training)."""
+    import orbax.checkpoint as ocp
+
+    directory = checkpoint_directory(workdir)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoints directory {directory}")
+    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+
+
+def resolve_step(manager, step: int | None, workdir: str) -> int:
+    steps = sorted(manager.all_steps())
+    if not steps:
+        raise FileNotFoundError(f"no complete checkpoint in {checkpoint_directory(workdir)}")
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise FileNotFoundError(f"no checkpoint at step {step} in {checkpoint_directory(workdir)}; it has {steps}")
+    return int(step)
+
+
+def load_config(workdir: str, step: int | None = None, manager=None):
+    """The run's config as an ml_collections.ConfigDict: the one saved with the checkpoint at
+    `step` (latest if None), else DIR/config.json."""
+    import ml_collections
+    import orbax.checkpoint as ocp
+
+    raw = None
+    try:
+        manager = manager or read_only_manager(workdir)
+        step = resolve_step(manager, step, workdir)
+        base = os.path.join(checkpoint_directory(workdir), str(step), "config")
+        for candidate in (base, os.path.join(base, "metadata")):
+            if os.path.isfile(candidate):
+                with open(candidate) as f:
+                    raw = json.load(f)
+                break
+        if raw is None:
+            raw = dict(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
+    except (FileNotFoundError, KeyError, ValueError):
+        raw = None
+    if raw is None:
+        path = os.path.join(workdir, "config.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{workdir}: no checkpoint config and no config.json")
+        with open(path) as f:
+            raw = json.load(f)
+    return ml_collections.ConfigDict(raw)
+
+
+def abstract_params(config, device=None) -> Any:
+    """ShapeDtypeStructs of the model's (unboxed) parameters, placed on one device (a member run's:
+    [members, ...])."""
+    from bert_vs_transformer import tasks
+
+    device = device or jax.local_devices()[0]
+    task = tasks.get_task(config)
+    batch = task.dummy_batch(1)
+    init = lambda: task.model(True).init(jax.random.PRNGKey(0), *task.init_args(batch))["params"]  # noqa: E731
+    shapes = nn.unbox(jax.eval_shape(init))
+    from bert_vs_transformer.training import members
+
+    group = members.parse(config)  # a member run's checkpoint stacks its members on a leading axis
+    if group:
+        shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((len(group),) + a.shape, a.dtype), shapes)
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), shapes)
+
+
+def restore_params(workdir: str, config, step: int | None = None, device=None, manager=None) -> tuple[Any, int]:
+    """(parameters of the checkpoint at `step` (latest if None) on one device, the step).
+
+    Reads only the 'params' subtree of the saved train state (orbax partial restore)."""
+    import orbax.checkpoint as ocp
+
+    owned = manager is None
+    manager = manager or read_only_manager(workdir)
+    try:
+        step = resolve_step(manager, step, workdir)
+        target = abstract_params(config, device)
+        restore_args = jax.tree_util.tree_map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(item={"params": target}, restore_args={"params": restore_args},
+                                         partial_restore=True)))
+    finally:
+        if owned:
+            manager.close()
+    return restored["state"]["params"], step
+
+
+def load_run(workdir: str, step: int | None = None, device=None) -> tuple[Any, Any, int]:
+    """-> (config, params on one device, step) of a run directory."""
+    manager = read_only_manager(workdir)
+    try:
+        step = resolve_step(manager, step, workdir)
+        config = load_config(workdir, step, manager)
+        params, step = restore_params(workdir, config, step, device, manager)
+    finally:
+        manager.close()
+    return config, params, step
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters and shapes.
+
+
+def params_on_device(params: Any, device: jax.Device | None = None) -> Any:
+    """The parameters (unboxed) committed to one device, gathered from whatever sharding."""
+    device = device or jax.local_devices()[0]
+    params = nn.unbox(params)
+    leaves = jax.tree_util.tree_leaves(params)
+    if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in leaves):
+        from jax.experimental import multihost_utils  # multi-host: every process must call this
+
+        params = multihost_utils.process_allgather(params, tiled=True)
+    return jax.device_put(params, device)
+
+
+def _source_buckets(config) -> tuple[int, ...]:
+    d = config.data
+    max_src = int(d.get("max_source_len", None) or d.max_len)
+    buckets = sorted({int(b) for b in (d.get("length_buckets", None) or ()) if 0 < int(b) < max_src})
+    return tuple(buckets) + (max_src,)
+
+
+def _width(longest: int, buckets: Sequence[int]) -> int:
+    for b in buckets:
+        if longest <= b:
+            return int(b)
+    step = 64  # longer than every bucket (translate.py input): round up to a multiple of 64
+    return int(math.ceil(longest / step) * step)
+
+
+def _rows(n: int, batch_size: int) -> int:
+    return min(batch_size, 1 << max(n - 1, 0).bit_length())
+
+
+def truncate_eos(ids: Sequence[int], max_len: int | None, eos_id: int) -> tuple[np.ndarray, bool]:
+    """(ids cut to max_len with EOS kept last, whether it was cut) - as the eval pipeline does."""
+    ids = list(ids)
+    if max_len is not None and len(ids) > max_len:
+        return np.asarray(ids[: max_len - 1] + [eos_id], np.int32), True
+    return np.asarray(ids, np.int32), False
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding.
+
+
+def decode_ids(
+    cfg: ModelConfig, params: Any, sources: Sequence[np.ndarray], *, eos_id: int, beam_size: int | None = None,
+    alpha: float = 0.6, batch_size: int = 64, buckets: Sequence[int] = (32, 48, 64, 128),
+    progress: Progress | None = None,
+) -> list[np.ndarray]:
+    """Decodes token-id sources (each EOS-terminated, no padding) -> output ids in the same order,
+    each up to and including EOS (or cut at the length limit).
+
+    `params` should already be on one device (`params_on_device`); beam_size None or 0 = greedy.
+    Sources are decoded sorted by length, so a batch's rows have similar widths and length limits
+    and its while loop stops early; the result is in the order of `sources`.
+    """
+    n = len(sources)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    lengths = np.fromiter((len(s) for s in sources), np.int64, n)
+    if n and lengths.min() == 0:
+        raise ValueError("empty source (it needs at least EOS)")
+    order = np.argsort(lengths, kind="stable")
+    out: list[np.ndarray | None] = [None] * n
+    t0 = time.time()
+    done = 0
+    for start in range(0, n, batch_size):
+        chunk = order[start: start + batch_size]
+        width = _width(int(lengths[chunk].max()), buckets)
+        rows = _rows(len(chunk), batch_size)
+        src = np.zeros((rows, width), np.int32)
+        for r in range(rows):  # padding rows repeat the last real row (same length limit)
+            s = sources[chunk[min(r, len(chunk) - 1)]]
+            src[r, : len(s)] = s
+        if beam_size:
+            tokens, _ = decoding.beam_search(cfg, params, src, eos_id=eos_id, beam_size=int(beam_size), alpha=alpha)
+        else:
+            tokens = decoding.greedy_decode(cfg, params, src, eos_id=eos_id)
+        tokens = np.asarray(jax.device_get(tokens))
+        for r, i in enumerate(chunk):
+            row = tokens[r]
+            ends = np.flatnonzero(row == eos_id)  # else the row ran to its limit: length + 50
+            stop = int(ends[0]) + 1 if ends.size else min(int(lengths[i]) + decoding.EXTRA_LENGTH, row.size)
+            out[i] = row[:stop]
+        done += len(chunk)
+        if progress is not None:
+            progress(done, n, time.time() - t0)
+    return out  # type: ignore[return-value]
+
+
+def translate_texts(
+    config, params: Any, texts: Sequence[str], *, beam_size: int | None = None, alpha: float = 0.6,
+    batch_size: int | None = None, progress: Progress | None = None, tokenizer=None,
+) -> tuple[list[str], dict[str, int]]:
+    """Source sentences -> (detokenized translations in the same order, stats).
+
+    stats: sentences, truncated (sources longer than max_source_len, cut keeping EOS).
+    """
+    from bert_vs_transformer import data
+
+    tok = tokenizer or data.tokenizer(config)
+    cfg = ModelConfig.from_dict(dict(config.model))
+    d = config.data
+    max_src = int(d.get("max_source_len", None) or d.max_len)
+    batch_size = int(batch_size or d.get("eval_batch_size", None) or d.batch_size)
+    encoded = tok.encode_batch(list(texts)) if texts else []
+    sources, truncated = [], 0
+    for ids in encoded:
+        s, cut = truncate_eos(ids, max_src, tok.eos_id)
+        sources.append(s)
+        truncated += cut
+    if truncated:
+        logging.warning("%d of %d sources longer than %d tokens were truncated", truncated, len(texts), max_src)
+    outputs = decode_ids(cfg, params_on_device(params), sources, eos_id=tok.eos_id, beam_size=beam_size,
+                         alpha=alpha, batch_size=batch_size, buckets=_source_buckets(config), progress=progress)
+    return [tok.decode(o) for o in outputs], {"sentences": len(texts), "truncated": truncated}
+
+
+def logging_progress(every_s: float = 30.0, label: str = "decoding") -> Progress:
+    """A progress callback that logs (absl INFO) at most every `every_s` seconds and at the end."""
+    last = [0.0]
+
+    def report(done: int, total: int, elapsed: float) -> None:
+        if done == total or elapsed - last[0] >= every_s:
+            last[0] = elapsed
+            rate = done / max(elapsed, 1e-9)
+            eta = (total - done) / max(rate, 1e-9)
+            logging.info("%s: %d/%d sentences, %.1f sentences/s, ETA %.0f s", label, done, total, rate, eta)
+
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# BLEU on a split.
+
+
+def bleu(
+    config, params: Any, split: str, *, beam_size: int | None = None, alpha: float = 0.6,
+    max_examples: int | None = None, batch_size: int | None = None, progress: Progress | None = None,
+    return_translations: bool = False,
+) -> dict[str, Any]:
+    """Decodes `split` (its first max_examples examples, file order) and scores it.
+
+    beam_size None/0: greedy; an int: beam search with length penalty alpha. batch_size: source
+    sentences per decode batch (default config.data.eval_batch_size or batch_size).
+
+    Returns {'bleu', 'bleu_lowercase', 'chrf', 'bleu_signature', 'bleu_lowercase_signature',
+    'chrf_signature', 'bleu_details', 'bleu_brevity_penalty', 'bleu_length_ratio', 'hyp_len',
+    'ref_len', 'num_examples', 'truncated_sources', 'decode_seconds', 'sentences_per_s',
+    'split', 'beam_size', 'alpha'} (+ 'translations', 'references' if return_translations).
+    """
+    from bert_vs_transformer import data
+
+    d = config.data
+    examples = data.raw_examples(config, split)
+    if max_examples:
+        examples = examples[: int(max_examples)]
+    if not examples:
+        raise ValueError(f"{d.dataset}/{split} has no examples")
+    sources = [e[d.source_lang] for e in examples]
+    references = [e[d.target_lang] for e in examples]
+    t0 = time.time()
+    label = f"{d.dataset}/{split} {'beam %d' % beam_size if beam_size else 'greedy'}"
+    hyps, stats = translate_texts(config, params, sources, beam_size=beam_size, alpha=alpha,
+                                  batch_size=batch_size, progress=progress or logging_progress(label=label))
+    seconds = time.time() - t0
+    out = metrics.translation_metrics(hyps, references)
+    out.update(num_examples=len(examples), truncated_sources=stats["truncated"], decode_seconds=seconds,
+               sentences_per_s=len(examples) / max(seconds, 1e-9), split=split,
+               beam_size=int(beam_size) if beam_size else 0, alpha=float(alpha) if beam_size else None)
+    if return_translations:
+        out.update(translations=hyps, references=references)
+    return out
+
+
+def eval_metrics(config, params: Any) -> dict[str, float]:
+    """BLEU for the training loop's evaluation: `eval_bleu`, `eval_bleu_lowercase`, `eval_chrf`
+    (numbers only; the signature is logged). {} unless config.task is translation on a real
+    dataset and config.get('eval_bleu', True).
+
+    Optional config fields (defaults in brackets): eval_bleu [True], eval_bleu_split
+    [config.data.eval_split or 'validation'], eval_bleu_beam_size [0 = greedy],
+    eval_bleu_alpha [0.6], eval_bleu_max_examples [0 = all], eval_bleu_batch_size [0 = eval batch].
+    """
+    if config.get("task") != "translation" or config.data.dataset == "synthetic" or not config.get("eval_bleu", True):
+        return {}
+    split = config.get("eval_bleu_split", None) or config.data.get("eval_split", None) or "validation"
+    beam = int(config.get("eval_bleu_beam_size", 0) or 0)
+    res = bleu(config, params, split, beam_size=beam or None, alpha=float(config.get("eval_bleu_alpha", 0.6)),
+               max_examples=int(config.get("eval_bleu_max_examples", 0) or 0) or None,
+               batch_size=int(config.get("eval_bleu_batch_size", 0) or 0) or None)
+    if jax.process_index() == 0:
+        logging.info("BLEU on %s (%d sentences, %s): %.2f [%s]; lowercase %.2f; chrF %.2f [%s]; %s",
+                     split, res["num_examples"], f"beam {beam}" if beam else "greedy", res["bleu"],
+                     res["bleu_signature"], res["bleu_lowercase"], res["chrf"], res["chrf_signature"],
+                     res["bleu_details"])
+    return {"eval_bleu": res["bleu"], "eval_bleu_lowercase": res["bleu_lowercase"], "eval_chrf": res["chrf"],
+            "eval_bleu_brevity_penalty": res["bleu_brevity_penalty"],
+            "eval_decode_sentences_per_s": res["sentences_per_s"]}
