@@ -43,9 +43,14 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "bvt-compare=bert_vs_transformer.cli.compare:run",
             "bvt-train=bert_vs_transformer.main:run",
             "bvt-translate=bert_vs_transformer.cli.translate:run",
+            "bvt-average-checkpoints=bert_vs_transformer.cli.average_checkpoints:run",
+            "bvt-export-hf=bert_vs_transformer.cli.export_hf:run",
+            "bvt-benchmark=bert_vs_transformer.cli.benchmark:run",
+            "bvt-compare=bert_vs_transformer.cli.compare:run",
+            "bvt-data=bert_vs_transformer.cli.data:run",
+            "bvt-glue-grid=bert_vs_transformer.cli.glue_grid:run",
         ],
     },
 )

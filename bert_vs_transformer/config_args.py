@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any, Mapping
+
+from bert_vs_transformer.models.model_config import ModelConfig
 
 # The checkout holding configs/ (the package sits one level below it).
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,8 +49,6 @@ def _cast(value: str, default: Any, key: str) -> Any:
 def load_module(path: str, kind: str, candidates: list[str] | None = None):
     """Imports a Python file by path (configs/, experiments/): the first existing candidate,
     by default `path` from the working directory, then from the repository root."""
-    import importlib.util
-
     candidates = candidates or [path, os.path.join(REPO_ROOT, path)]
     found = next((p for p in candidates if os.path.isfile(p)), None)
     if found is None:
@@ -70,9 +71,7 @@ def load(spec: str):
 
 def model_config(spec: str, **overrides):
     """The ModelConfig of a config file spec, with field overrides."""
-    from bert_vs_transformer.models.model_config import ModelConfig
-
-    cfg = ModelConfig.from_dict(dict(load(spec).model))
+    cfg = ModelConfig.from_config(load(spec))
     return cfg.replace(**overrides) if overrides else cfg
 
 

@@ -4,17 +4,23 @@
 Several hosts: run the same command on every host (launch/ does this) with either explicit
 --coordinator_address/--num_processes/--process_id, or nothing on TPU pods and SLURM, where
 jax.distributed detects the cluster from the environment.
+
+Exit status: 0 when the run finished (a rerun of a finished run says so and writes nothing); 2 for
+a config, workdir or data it refuses (one line on stderr, nothing written to the workdir); 128 +
+the signal (143 SIGTERM, 130 SIGINT) when a signal stopped it after it saved a checkpoint, so a
+scheduler requeues it and the rerun resumes.
 """
 
 from __future__ import annotations
 
-import json
 import logging as pylogging
-import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from bert_vs_transformer.training import distributed, loop, preemption
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/<family>.py:<args>).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard files.")
@@ -36,24 +42,17 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if logging.get_verbosity() <= logging.INFO:  # --verbosity=1 shows every library's INFO lines
         logging.get_absl_handler().addFilter(_QuietLibraries())
-    import jax
-
-    from bert_vs_transformer.models import partitioning
-    from bert_vs_transformer.training import loop as train
-
-    partitioning.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _CONFIG.value
-    workdir = _WORKDIR.value
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(config.to_dict(), f, indent=2, default=str)
     logging.info("devices: %d x %s, processes: %d", jax.device_count(), jax.devices()[0].device_kind, jax.process_count())
     try:
-        train.train_and_evaluate(config, workdir)
-    except train.ConfigError as e:
+        loop.train_and_evaluate(config, _WORKDIR.value)
+    except loop.ConfigError as e:  # refused before anything was written
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except preemption.Preempted as e:  # saved; the exit status says it was cut (SLURM requeues on it)
+        print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
 
 
 def _parse_flags(argv):

@@ -62,6 +62,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every_steps = 150 if small else 10_000
     config.checkpoint_every_steps = 100 if small else 10_000
     config.keep_checkpoints = 3  # the latest K checkpoints are kept
+    # Evaluators (bert_vs_transformer/evaluation): eval_mlm_loss, eval_mlm_accuracy, eval_nsp_accuracy, ...
+    config.evals = ml_collections.ConfigDict({"validation": {"type": "loss", "split": "", "every_steps": -1}})
     config.stop_at_step = 0  # >0: stop (evaluate, checkpoint) at this step of the num_train_steps schedule
     config.steps_in_flight = 2  # most steps dispatched ahead of the device (0 = wait on each): bounds SIGTERM latency
     config.nsp_weight = 1.0  # weight of the NSP loss; 0 = "No NSP" (Table 5)
@@ -158,7 +160,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 d[key] = src["data"][key]
         learned = os.path.join(workdir, "vocab.txt")
         if str(d.vocab).startswith("train:") and os.path.isfile(learned):
-            d.vocab = learned  # the vocabulary phase 1 learned (train.keep_learned_vocab)
+            d.vocab = learned  # the vocabulary phase 1 learned (data.save_vocab)
         config.init = workdir
         config.init_heads = True
         d.max_seq_len = 2 * int(src["data"]["max_seq_len"]) if small else 512

@@ -140,8 +140,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.grad_accum_steps = 1  # microbatches per step (the same update as the full batch)
     config.profile_steps = 0  # >0: trace this many steps with jax.profiler into WORKDIR/profile
     config.profile_start_step = 10  # ...starting this many steps into the run (after compilation)
-    config.eval_glue = True  # GLUE dev metrics (glue_eval.py) at every evaluation
-    config.eval_max_examples = 0  # >0: GLUE metrics on the first N dev examples only (smoke tests); 0 = all
+    # Evaluators (bert_vs_transformer/evaluation): split "" = data.eval_split; every_steps -1 =
+    # eval_every_steps, 0 = off
+    config.evals = ml_collections.ConfigDict({
+        "validation": {"type": "loss", "split": "", "every_steps": -1},  # eval_loss, eval_accuracy (eval_mse)
+        "glue": {"type": "glue", "split": "", "every_steps": -1,  # eval_accuracy, eval_mcc, eval_f1, ...
+                 "max_examples": 0},  # >0: only the first N dev examples (smoke tests); 0 = all
+    })
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # axis sizes, -1 = fill
 
     config.model = ml_collections.ConfigDict(model)  # the init source's architecture (ModelConfig fields)

@@ -49,12 +49,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.steps_in_flight = 2  # most steps dispatched ahead of the device (0 = wait on each): bounds SIGTERM latency
     config.profile_steps = 0  # >0: trace this many steps with jax.profiler into WORKDIR/profile
     config.profile_start_step = 10  # ...starting this many steps into the run (after compilation)
-    config.eval_bleu = True  # sacreBLEU on the eval split at every evaluation (translation only)
-    config.eval_bleu_split = ""  # "" = data.eval_split, else validation
-    config.eval_bleu_beam_size = 0  # 0 = greedy during training; the final test score uses beam 4
-    config.eval_bleu_alpha = 0.6  # length penalty (Sec. 6.1)
-    config.eval_bleu_max_examples = 0  # 0 = the whole split
-    config.eval_bleu_batch_size = 0  # 0 = data.eval_batch_size or batch_size
+    # Evaluators (bert_vs_transformer/evaluation): split "" = data.eval_split; every_steps -1 =
+    # eval_every_steps, 0 = off (--config.evals.bleu.every_steps=0 skips decoding)
+    config.evals = ml_collections.ConfigDict({
+        "validation": {"type": "loss", "split": "", "every_steps": -1},  # eval_nll, eval_perplexity, ...
+        "bleu": {  # sacreBLEU of the decoded split: eval_bleu, eval_bleu_lowercase, eval_chrf
+            "type": "bleu", "split": "", "every_steps": -1,
+            "beam_size": 0,  # 0 = greedy during training; the final test score uses beam 4
+            "alpha": 0.6,  # length penalty (Sec. 6.1)
+            "max_examples": 0,  # 0 = the whole split
+            "batch_size": 0,  # 0 = data.eval_batch_size or batch_size
+        },
+    })
     config.grad_accum_steps = 1  # microbatches per step (the same update as the full batch)
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1 fills the devices
 

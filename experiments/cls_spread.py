@@ -15,6 +15,7 @@ import argparse
 import json
 
 import numpy as np
+from bert_vs_transformer.training import run_loading
 
 
 def spread(x) -> float:
@@ -50,16 +51,16 @@ def main(argv=None) -> None:
     from bert_vs_transformer import tasks
     from bert_vs_transformer.evaluation import translation as translation_eval
     from bert_vs_transformer.models import bert
-    from bert_vs_transformer.data import pipelines, sources, wordpiece
+    from bert_vs_transformer.data import records, sources, wordpiece
 
-    config, params, step = translation_eval.load_run(args.workdir, None)
+    config, params, step = run_loading.load_run(args.workdir, None)
     cfg = tasks.get_task(config).model_config
     tok = wordpiece.load_wordpiece(f"{args.workdir}/vocab.txt", lowercase=bool(config.data.lowercase))
     path = sources.local_file("glue/CoLA/in_domain_dev.tsv")
     rows, _ = sources.read_lines(path)
     sentences = [line.split("\t")[3] for _, line in rows][: args.n]
     encoded = [tok.encode_pair(s)[0] for s in sentences]
-    ids = jnp.asarray(pipelines._pad(encoded, max(map(len, encoded))))
+    ids = jnp.asarray(records.pad(encoded, max(map(len, encoded))))
     mask = ids != 0
     random = nn.unbox(bert.BertForPreTraining(cfg).init(jax.random.PRNGKey(args.seed), ids[:2], None, mask[:2])["params"])
     for name, p in ((f"{args.workdir} step {step}", params), (f"random init (seed {args.seed})", random)):

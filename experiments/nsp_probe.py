@@ -16,6 +16,7 @@ import argparse
 import json
 
 import numpy as np
+from bert_vs_transformer.training import run_loading
 
 
 def make_pairs(firsts, seconds, n: int, seed: int = 0) -> tuple[list[tuple[str, str]], np.ndarray]:
@@ -73,17 +74,17 @@ def main(argv=None) -> None:
     from bert_vs_transformer import tasks
     from bert_vs_transformer.evaluation import translation as translation_eval
     from bert_vs_transformer.models import bert
-    from bert_vs_transformer.data import pipelines, wordpiece
+    from bert_vs_transformer.data import records, wordpiece
 
-    config, params, step = translation_eval.load_run(args.workdir, None)
+    config, params, step = run_loading.load_run(args.workdir, None)
     cfg = tasks.get_task(config).model_config
     tok = wordpiece.load_wordpiece(f"{args.workdir}/vocab.txt", lowercase=bool(config.data.lowercase))
     max_len = int(config.data.max_seq_len)
     for name, (pairs, labels) in probe_sets(args.n, args.seed).items():
         enc = [tok.encode_pair(a, b, max_len=max_len) for a, b in pairs]
         width = max(len(ids) for ids, _ in enc)
-        ids = jnp.asarray(pipelines._pad([e[0] for e in enc], width))
-        types = jnp.asarray(pipelines._pad([e[1] for e in enc], width))
+        ids = jnp.asarray(records.pad([e[0] for e in enc], width))
+        types = jnp.asarray(records.pad([e[1] for e in enc], width))
         _, nsp = bert.pretraining_logits(cfg, params, ids, types, ids != 0)
         nsp = np.asarray(nsp, np.float64)
         print(json.dumps({"workdir": args.workdir, "step": step, "set": name, "pairs": len(pairs),

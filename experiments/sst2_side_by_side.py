@@ -38,7 +38,7 @@ def ours_command(seed: int, args, workdir: str) -> list[str]:
             f"seed={seed},epochs={args.epochs:g},batch_size={args.batch_size},max_seq_len={args.max_seq_len}")
     cmd = [sys.executable, "-m", "bert_vs_transformer.main", f"--config={spec}", f"--workdir={workdir}"]
     if args.max_eval_examples:
-        cmd.append(f"--config.eval_max_examples={args.max_eval_examples}")
+        cmd.append(f"--config.evals.glue.max_examples={args.max_eval_examples}")
     return cmd
 
 

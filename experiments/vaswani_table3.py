@@ -126,7 +126,7 @@ def get_sweep(arg: str | None = None) -> Sweep:
         runs=runs,
         rows=rows,
         # The paper's Table 3 BLEU is beam search (beam 4, alpha 0.6) without checkpoint averaging.
-        overrides={"eval_bleu_beam_size": 4, **pinned},
+        overrides={"evals.bleu.beam_size": 4, **pinned},
         metrics=[
             Metric("PPL (dev)", ("eval_perplexity",), paper="ppl", fmt=".2f", higher_is_better=False),
             Metric("BLEU (dev)", ("eval_bleu",), paper="bleu", fmt=".1f"),

@@ -24,6 +24,9 @@ from experiments import status as status_lib
 from experiments.sweep import check_job
 from launch import common
 
+# main's exit status after saving on SIGINT / SIGTERM (128 + the signal): a cut run, resumable.
+PREEMPTED_EXIT_CODES = (130, 143)
+
 
 def add_arguments(parser) -> None:
     g = parser.add_argument_group("local launcher")
@@ -85,7 +88,7 @@ def launch(jobs, statuses, args, sweep_dir, log, dry_run) -> int:
         after = status_lib.run_status(job.workdir, job.num_train_steps)
         log.event(job.name, "end", rc=rc, state=after.state, step=after.checkpoint, total=after.total)
         print(f"[{job.name}] exit {rc}: {after.describe()}", flush=True)
-        if stopped or (rc == 0 and not after.finished):
+        if stopped or (rc in (0, *PREEMPTED_EXIT_CODES) and not after.finished):  # saved on a signal
             print("sweep stopped (signal); rerun the same command to resume", flush=True)
             return 130
         if rc != 0 or not after.finished:

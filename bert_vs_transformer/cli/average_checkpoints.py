@@ -25,15 +25,28 @@ import sys
 import time
 from typing import Any, Sequence
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 from absl import app, flags, logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory whose checkpoints are averaged.")
-_LAST = flags.DEFINE_integer("last", 5, "Average the last k checkpoints (Vaswani 6.1: 5).")
-_STEPS = flags.DEFINE_list("steps", None, "Explicit checkpoint steps to average (instead of --last).")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write (default: WORKDIR/averaged).")
-_OUTPUT_STEP = flags.DEFINE_integer("output_step", None,
-                                     "Step number of the written checkpoint (default: the newest averaged).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing checkpoint at the output step.")
+from bert_vs_transformer import tasks
+from bert_vs_transformer.cli import run_absl
+from bert_vs_transformer.models import partitioning
+from bert_vs_transformer.training import checkpoints, optim, run_loading, train_step
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command's flags (defined when it runs, so importing the module defines none)."""
+    flags.DEFINE_string("workdir", None, "Run directory whose checkpoints are averaged.")
+    flags.DEFINE_integer("last", 5, "Average the last k checkpoints (Vaswani 6.1: 5).")
+    flags.DEFINE_list("steps", None, "Explicit checkpoint steps to average (instead of --last).")
+    flags.DEFINE_string("output_dir", None, "Where to write (default: WORKDIR/averaged).")
+    flags.DEFINE_integer("output_step", None,
+                         "Step number of the written checkpoint (default: the newest averaged).")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing checkpoint at the output step.")
 
 
 def choose_steps(available: Sequence[int], last: int | None = None, steps: Sequence[int] | None = None) -> list[int]:
@@ -56,16 +69,12 @@ def choose_steps(available: Sequence[int], last: int | None = None, steps: Seque
 
 def average_params(workdir: str, config, steps: Sequence[int], manager=None) -> Any:
     """The element-wise mean of the parameters of `steps` (host numpy arrays, original dtypes)."""
-    import jax
-    import numpy as np
 
-    from bert_vs_transformer.evaluation import translation as translation_eval
-
-    manager = manager or translation_eval.read_only_manager(workdir)
+    manager = manager or run_loading.read_only_manager(workdir)
     total = None
     dtypes = None
     for s in steps:
-        params, _ = translation_eval.restore_params(workdir, config, s, manager=manager)
+        params, _ = run_loading.restore_params(workdir, config, s, manager=manager)
         host = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
         if total is None:
             dtypes = jax.tree_util.tree_map(lambda x: x.dtype, host)
@@ -80,22 +89,15 @@ def average_checkpoints(workdir: str, *, last: int | None = 5, steps: Sequence[i
                         output_dir: str | None = None, output_step: int | None = None,
                         overwrite: bool = False) -> dict[str, Any]:
     """Averages and writes (see the module docstring); returns {steps, output_dir, output_step}."""
-    import jax
-    import orbax.checkpoint as ocp
 
-    from bert_vs_transformer import tasks
-    from bert_vs_transformer.evaluation import translation as translation_eval
-    from bert_vs_transformer.models import partitioning
-    from bert_vs_transformer.training import checkpoints, optim, train_step
-
-    manager = translation_eval.read_only_manager(workdir)
+    manager = run_loading.read_only_manager(workdir)
     chosen = choose_steps(manager.all_steps(), last, steps)
     newest = chosen[-1]
     output_dir = os.path.abspath(output_dir or os.path.join(workdir, "averaged"))
     output_step = int(newest if output_step is None else output_step)
     if os.path.abspath(output_dir) == os.path.abspath(workdir):
         raise ValueError("--output_dir must differ from --workdir (the averaged checkpoint would join the run's own)")
-    config = translation_eval.load_config(workdir, newest, manager)
+    config = run_loading.load_config(workdir, newest, manager)
     averaged = average_params(workdir, config, chosen, manager)
 
     # The newest checkpoint's full train state (optimizer state, step) and data state, on one device.
@@ -104,7 +106,7 @@ def average_checkpoints(workdir: str, *, last: int | None = 5, steps: Sequence[i
     mesh = partitioning.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=[jax.local_devices()[0]])
     abstract, _ = train_step.abstract_state(task, tx, 1, int(config.seed), mesh)
     manager.close()
-    manager = translation_eval.read_only_manager(workdir)  # a manager binds each item to one handler
+    manager = run_loading.read_only_manager(workdir)  # a manager binds each item to one handler
     restored = manager.restore(newest, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     manager.close()
@@ -143,13 +145,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.ERROR)  # orbax warns about read-only managers
-    if _WORKDIR.value is None:
+    if FLAGS.workdir is None:
         raise app.UsageError("--workdir is required")
     t0 = time.time()
     try:
-        info = average_checkpoints(_WORKDIR.value, last=_LAST.value, steps=[int(s) for s in _STEPS.value or []] or None,
-                                   output_dir=_OUTPUT_DIR.value, output_step=_OUTPUT_STEP.value,
-                                   overwrite=_OVERWRITE.value)
+        info = average_checkpoints(FLAGS.workdir, last=FLAGS.last, steps=[int(s) for s in FLAGS.steps or []] or None,
+                                   output_dir=FLAGS.output_dir, output_step=FLAGS.output_step,
+                                   overwrite=FLAGS.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -159,7 +161,9 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    """Console-script entry point (bvt-average-checkpoints)."""
+    define_flags()
+    run_absl(main)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,15 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bert_vs_transformer import tasks
+from bert_vs_transformer.cli import run_absl
 from bert_vs_transformer.models import flops, partitioning
-from bert_vs_transformer.training import members, optim, train_step
+from bert_vs_transformer.training import (
+    member_group,
+    members,
+    optim,
+    profile_summary,
+    train_step,
+)
 
 FLAGS = flags.FLAGS
 
@@ -81,7 +88,7 @@ def prepare_config(config, batch_size=None, seq_len=None, task=None, max_predict
         if task:
             config.task = task
         elif not config.get("task", None):
-            config.task = flops.task_name(config)
+            config.task = tasks.task_name(config)
         config.grad_accum_steps = int(grad_accum_steps or config.get("grad_accum_steps", 1) or 1)
         if batch_size:
             config.data.batch_size = int(batch_size)
@@ -103,7 +110,7 @@ def prepare_config(config, batch_size=None, seq_len=None, task=None, max_predict
                     d.max_predictions_per_seq = max(1, round(old_pred * int(seq_len) / old_len))
             if seq_len:
                 d.max_seq_len = int(seq_len)
-    lengths = flops.step_lengths(config)
+    lengths = tasks.get_task(config).lengths()
     longest = max(v for k, v in lengths.items() if k.endswith("len"))
     if config.model.positional == "learned" and longest > config.model.max_len:
         raise ValueError(f"sequence length {longest} exceeds the learned position table (model.max_len={config.model.max_len})")
@@ -165,7 +172,7 @@ def peak_memory_gb() -> float | None:
     return max(peaks) / 1e9 if peaks else None
 
 
-def run(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = None,
+def measure(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = None,
         profile_dir: str | None = None, profile_steps: int = 3) -> dict[str, Any]:
     """Benchmarks the prepared config; returns the result record. With `profile_dir`, then traces
     `profile_steps` more steps (after the timing, so tracing does not slow the timed steps)."""
@@ -189,11 +196,11 @@ def run(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = No
         local = synthetic_batch(task, config, local_rows, seed=config.seed + jax.process_index())
         batch = partitioning.global_batch_from_local(local, mesh)
     else:  # N runs vmapped (members.py): each member its own synthetic batch
-        group = members.Group(config, member_list, workdir="")
+        group = member_group.Group(config, member_list, workdir="")
         tx, schedule = group.optimizer(int(config.model.d_model), int(config.num_train_steps))
         state, shardings = group.init_state(task, tx, batch_size, mesh)
         step = group.compile_step(train_step.make_train_step(task, tx, schedule, accum), shardings, mesh)
-        local = members.stack_batches([synthetic_batch(task, config, local_rows, seed=m.seed * 7919 + jax.process_index())
+        local = member_group.stack_batches([synthetic_batch(task, config, local_rows, seed=m.seed * 7919 + jax.process_index())
                                        for m in member_list])
         batch = group.global_batch(local, mesh)
     rng = jax.random.PRNGKey(config.seed)
@@ -219,11 +226,11 @@ def run(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = No
         profile = _profile_record(profile_dir, profile_steps)
 
     step_time = (t2 - t1) / steps
-    flops_per_step = flops.step_flops(config, batch_size) * n_members
+    flops_per_step = tasks.get_task(config).step_flops(batch_size) * n_members
     num_devices = jax.device_count()
     device = jax.devices()[0]
     peak = flops.peak_flops_per_device(peak_tflops * 1e12 if peak_tflops else None, device.device_kind)
-    lengths = flops.step_lengths(config)
+    lengths = tasks.get_task(config).lengths()
     record = {
         "task": config.task,
         "model_family": config.get("model_family", None),
@@ -265,8 +272,6 @@ def run(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None = No
 
 def _profile_record(profile_dir: str, profile_steps: int) -> dict[str, Any]:
     """The trace's summary (logged as tables, written to profile_dir/summary.{md,json}), compact."""
-    from bert_vs_transformer.training import profile_summary
-
     written = profile_summary.write_summary(profile_dir, profile_steps)
     if written is None:
         return {"dir": profile_dir, "error": "no readable trace (see the warning above)"}
@@ -290,19 +295,29 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     if FLAGS.config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/bert.py:base")
-    config = prepare_config(
-        FLAGS.config, FLAGS.batch_size, FLAGS.seq_len, FLAGS.task, FLAGS.max_predictions, FLAGS.grad_accum_steps
-    )
+    if FLAGS.steps < 1 or FLAGS.warmup < 1 or FLAGS.profile_steps < 1:
+        raise app.UsageError("--steps, --warmup (it compiles) and --profile_steps must be at least 1")
+    try:
+        config = prepare_config(
+            FLAGS.config, FLAGS.batch_size, FLAGS.seq_len, FLAGS.task, FLAGS.max_predictions, FLAGS.grad_accum_steps
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     if FLAGS.members:
         if "member_seeds" not in config:
             raise app.UsageError("--members needs a config with member_seeds (configs/glue.py)")
         config.member_seeds = ",".join(str(k) for k in range(FLAGS.members))
-    record = run(config, FLAGS.steps, FLAGS.warmup, FLAGS.peak_tflops, FLAGS.profile_dir, FLAGS.profile_steps)
+    record = measure(config, FLAGS.steps, FLAGS.warmup, FLAGS.peak_tflops, FLAGS.profile_dir, FLAGS.profile_steps)
     logging.info("benchmark: %.4f s/step, %.1f seq/s", record["step_time_s"], record["seq_per_s"])
     if jax.process_index() == 0:
         print(json.dumps(record, default=str), flush=True)
 
 
-if __name__ == "__main__":
+def run():
+    """Console-script entry point (bvt-benchmark)."""
     define_flags()
-    app.run(main)
+    run_absl(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -17,12 +17,17 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from bert_vs_transformer import config_args
+from bert_vs_transformer.cli import run_absl
 from bert_vs_transformer.models import bert, layers, transformer
 from bert_vs_transformer.models.model_config import ModelConfig
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("transformer", "configs/transformer.py:base", "Transformer config spec.")
-flags.DEFINE_string("bert", "configs/bert.py:base", "BERT config spec.")
+
+
+def define_flags() -> None:
+    """The command's flags (defined when it runs, so importing the module defines none)."""
+    flags.DEFINE_string("transformer", "configs/transformer.py:base", "Transformer config spec.")
+    flags.DEFINE_string("bert", "configs/bert.py:base", "BERT config spec.")
 
 # Why each architectural difference exists, in the papers' words (shown beside the table).
 NOTES = {
@@ -141,13 +146,15 @@ def render(t_spec: str, b_spec: str) -> str:
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     print(render(FLAGS.transformer, FLAGS.bert))
 
 
 def run():
     """Console-script entry point (bvt-compare)."""
-    app.run(main)
+    define_flags()
+    run_absl(main)
 
 
 if __name__ == "__main__":

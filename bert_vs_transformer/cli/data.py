@@ -1,38 +1,51 @@
-"""Inspect a dataset: `python -m bert_vs_transformer.data --dataset=multi30k --split=train --show=3`.
+"""Dataset tools: `bvt-data inspect` (decoded examples and statistics) and `bvt-data throughput`.
 
-Generates the tfds dataset if needed (from $BVT_DATA_DIR, else by download), prints `--show`
-examples with their tokens, and as its last line one JSON object: num_examples, token-length
-statistics per text field (with the tokenizer the models use: the shared SentencePiece model for
-translation datasets, including EOS; uncased WordPiece for the others, without [CLS]/[SEP]),
-whitespace-word statistics, labels and the lines the generator skipped.
+    bvt-data inspect --dataset=multi30k --split=validation [--show=3]
+    bvt-data throughput --config=configs/transformer.py:tiny [--steps=500 --warmup=20]
 
-Flags: --config (take dataset, tokenizer and data dirs from a training config, e.g.
+(also `python -m bert_vs_transformer.cli.data SUBCOMMAND ...`.)
+
+inspect: generates the tfds dataset if needed (from $BVT_DATA_DIR, else by download), prints
+`--show` examples with their tokens, and as its last line one JSON object: num_examples,
+token-length statistics per text field (with the tokenizer the models use: the shared SentencePiece
+model for translation datasets, including EOS; uncased WordPiece for the others, without
+[CLS]/[SEP]), whitespace-word statistics, labels and the lines the generator skipped. Flags:
+--config (take dataset, tokenizer and data dirs from a training config, e.g.
 configs/transformer.py:tiny), --vocab_size (SentencePiece pieces, default 8000), --vocab_path
-(WordPiece vocab.txt; default BERT's uncased vocab), --tfds_data_dir.
+(WordPiece vocab.txt; default BERT's uncased vocab), --tfds_data_dir. Pretraining corpus:
+`--masked=N` also prints N masked MLM/NSP instances as the pipeline makes them (train split: the
+run's seed and dupe_factor, first epoch's masking; other splits: the eval instances) and adds an
+`instances` entry to the JSON line (count, NotNext fraction, lengths, predictions per instance).
+Without --config: max_seq_len 128, 20 predictions, static masking.
 
-Pretraining corpus: `--masked=N` also prints N masked MLM/NSP instances as the pipeline makes
-them (train split: the run's seed and dupe_factor, first epoch's masking; other splits: the eval
-instances) and adds an `instances` entry to the JSON line (count, NotNext fraction, lengths,
-predictions per instance). Without --config: max_seq_len 128, 20 predictions, static masking.
+throughput: builds the training iterator of a config (timing the one-off setup: dataset
+generation if needed, tokenizer, tokenizing the split), then draws `--steps` batches after
+`--warmup` and prints one JSON line: batches/s, examples/s (packed rows count their segments), real
+tokens/s (non-padding ids over all sequence features) and the fraction of batch slots holding real
+tokens. Overrides work as in training (`--config.data.pack=True`, `--config.data.batch_size=256`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import time
 
+import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
+from ml_collections import config_flags
 
-flags.DEFINE_string("dataset", None, "dataset name (see bert_vs_transformer.data.builders.REGISTRY)")
-flags.DEFINE_string("split", "train", "split (train, validation / val / dev, test)")
-flags.DEFINE_integer("show", 3, "examples to print")
-flags.DEFINE_string("config", None, "optional training config (path[:arg]) giving dataset and tokenizer")
-flags.DEFINE_integer("vocab_size", 8000, "SentencePiece vocabulary size (translation datasets)")
-flags.DEFINE_string("vocab_path", "", "WordPiece vocab.txt (other datasets); default BERT uncased")
-flags.DEFINE_string("tfds_data_dir", "", "tfds data dir; default $TFDS_DATA_DIR or ~/tensorflow_datasets")
-flags.DEFINE_integer("masked", 0, "pretraining corpus: masked MLM/NSP instances to print (and their statistics)")
+from bert_vs_transformer import config_args, data
+from bert_vs_transformer.cli import fail, run_absl
+from bert_vs_transformer.data import builders, sources
+from bert_vs_transformer.data import pretraining_pipeline as pp
+from bert_vs_transformer.data import records as data_records
+
 FLAGS = flags.FLAGS
+USAGE = "usage: bvt-data {inspect,throughput} [--flags]; bvt-data SUBCOMMAND --helpfull lists the flags"
 
 
 def _stats(lengths) -> dict:
@@ -47,19 +60,32 @@ def _stats(lengths) -> dict:
     }
 
 
-def _config():
-    import ml_collections
+# ---------------------------------------------------------------------------------------------
+# inspect
 
-    from bert_vs_transformer import config_args
+
+def define_inspect_flags() -> None:
+    flags.DEFINE_string("dataset", None, "dataset name (see bert_vs_transformer.data.builders.REGISTRY)")
+    flags.DEFINE_string("split", "train", "split (train, validation / val / dev, test)")
+    flags.DEFINE_integer("show", 3, "examples to print")
+    flags.DEFINE_string("config", None, "optional training config (path[:arg]) giving dataset and tokenizer")
+    flags.DEFINE_integer("vocab_size", 8000, "SentencePiece vocabulary size (translation datasets)")
+    flags.DEFINE_string("vocab_path", "", "WordPiece vocab.txt (other datasets); default BERT uncased")
+    flags.DEFINE_string("tfds_data_dir", "", "tfds data dir; default $TFDS_DATA_DIR or ~/tensorflow_datasets")
+    flags.DEFINE_integer("masked", 0, "pretraining corpus: masked MLM/NSP instances to print (and their statistics)")
+
+
+def _inspect_config():
     from bert_vs_transformer.data import builders
 
     if FLAGS.config:
         cfg = config_args.load(FLAGS.config)
         if FLAGS.dataset:
             cfg.data.dataset = FLAGS.dataset
+        builders.spec(cfg.data.dataset)
     else:
         if not FLAGS.dataset:
-            raise app.UsageError("--dataset is required (or --config)")
+            fail("--dataset is required (or --config)")
         spec = builders.spec(FLAGS.dataset)
         cfg = ml_collections.ConfigDict()
         cfg.seed = 0
@@ -79,15 +105,28 @@ def _config():
     return cfg
 
 
-def main(argv):
-    del argv
-    from bert_vs_transformer.data import builders, pipelines
+def inspect_main(argv):
+    """Prints --show decoded examples of a split, then one JSON line of statistics."""
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.show < 0 or FLAGS.masked < 0:
+        fail("--show and --masked must be >= 0")
+    try:
+        cfg = _inspect_config()
+        spec = builders.spec(cfg.data.dataset)
+        split = builders.canonical_split(FLAGS.split)
+        if spec.expected and split not in spec.expected:
+            fail(f"dataset {cfg.data.dataset!r} has no split {FLAGS.split!r}; splits: {sorted(spec.expected)}")
+        _inspect(cfg, spec, split)
+    except (sources.DataError, FileNotFoundError, ValueError) as e:
+        fail(e)
 
-    cfg = _config()
-    spec = builders.spec(cfg.data.dataset)
-    split = builders.canonical_split(FLAGS.split)
-    records = pipelines.split_records(cfg, split)
-    tok = pipelines.tokenizer(cfg)
+
+def _inspect(cfg, spec, split: str) -> None:
+
+    with contextlib.redirect_stdout(sys.stderr):  # tfds' generation messages: stdout holds examples and JSON
+        records = data_records.split_records(cfg, split)
+        tok = data.tokenizer(cfg)
     add = {"add_eos": True} if spec.kind == "translation" else {}
 
     tokens: dict[str, list[int]] = {}
@@ -164,14 +203,13 @@ def main(argv):
 
 def _show_instances(cfg, split: str, tok, show: int) -> dict:
     """Prints `show` masked instances of `split` as the pretraining pipeline makes them."""
-    from bert_vs_transformer.data import pipelines
-    from bert_vs_transformer.data import pretraining_pipeline as pp
 
     d = cfg.data
     train = split == "train"
-    seed = pipelines._seed(cfg) if train else pp.eval_seed(cfg)
-    source, key = pp.instances(cfg, split, seed=seed, dupe_factor=int(d.get("dupe_factor", 1)) if train else 1,
-                               shuffle=train)
+    seed = data_records.seed(cfg) if train else pp.eval_seed(cfg)
+    with contextlib.redirect_stdout(sys.stderr):
+        source, key = pp.instances(cfg, split, seed=seed, dupe_factor=int(d.get("dupe_factor", 1)) if train else 1,
+                                   shuffle=train)
     masker = pp.masker(cfg, tok)
     for i in range(min(show, len(source))):
         ex = masker.for_epoch(source[i], seed, 0, i)
@@ -193,5 +231,106 @@ def _show_instances(cfg, split: str, tok, show: int) -> dict:
                                            shuffle=train)}
 
 
+# ---------------------------------------------------------------------------------------------
+# throughput
+
+_SEQUENCE_KEYS = ("inputs", "targets", "input_ids")
+
+
+def define_throughput_flags() -> None:
+    config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:arg]).")
+    flags.DEFINE_integer("steps", 500, "batches to time")
+    flags.DEFINE_integer("warmup", 20, "batches drawn before timing")
+    flags.DEFINE_integer("process_count", 1, "simulated processes (this one is process 0)")
+    flags.mark_flag_as_required("config")
+
+
+def _count(batch: dict[str, np.ndarray]) -> tuple[int, int, int]:
+    """(examples, real tokens, token slots) of a batch."""
+    tokens = sum(int(np.count_nonzero(batch[k])) for k in _SEQUENCE_KEYS if k in batch)
+    slots = sum(int(batch[k].size) for k in _SEQUENCE_KEYS if k in batch)
+    seg = batch.get("inputs_segmentation")
+    if seg is not None:
+        examples = int(sum(len(np.unique(row[row > 0])) for row in seg))
+    else:
+        key = next(k for k in _SEQUENCE_KEYS if k in batch)
+        examples = int(np.count_nonzero(np.any(batch[key] != 0, axis=1)))
+    return examples, tokens, slots
+
+
+def throughput_main(argv):
+    """Times the config's training iterator; prints one JSON line."""
+
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.steps < 1 or FLAGS.warmup < 0 or FLAGS.process_count < 1:
+        fail("--steps and --process_count must be >= 1, --warmup >= 0")
+    try:
+        config = FLAGS.config
+        config.data  # noqa: B018 - a config file that failed to load raises here
+    except OSError as e:
+        fail(e)
+    start = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # tfds' generation messages: stdout holds one JSON line
+            it = data.train_iterator(config, process_index=0, process_count=FLAGS.process_count)
+    except (sources.DataError, FileNotFoundError, ValueError) as e:
+        fail(e)
+    setup_s = time.perf_counter() - start
+    for _ in range(FLAGS.warmup):
+        next(it)
+    examples = tokens = slots = 0
+    shapes: dict[str, int] = {}
+    start = time.perf_counter()
+    for _ in range(FLAGS.steps):
+        batch = next(it)
+        e, t, s = _count(batch)
+        examples, tokens, slots = examples + e, tokens + t, slots + s
+        shape = "x".join(str(d) for d in batch[next(k for k in _SEQUENCE_KEYS if k in batch)].shape)
+        shapes[shape] = shapes.get(shape, 0) + 1
+    elapsed = time.perf_counter() - start
+    print(json.dumps({
+        "config": config_flags.get_config_filename(FLAGS["config"]),
+        "overrides": {k: repr(v) for k, v in config_flags.get_override_values(FLAGS["config"]).items()},
+        "dataset": config.data.dataset,
+        "task": config.task,
+        "pack": bool(config.data.get("pack", False)),
+        "local_batch_size": int(config.data.batch_size) // FLAGS.process_count,
+        "steps": FLAGS.steps,
+        "setup_s": round(setup_s, 3),
+        "batches_per_s": round(FLAGS.steps / elapsed, 1),
+        "examples_per_s": round(examples / elapsed, 1),
+        "tokens_per_s": round(tokens / elapsed, 1),
+        "real_token_fraction": round(tokens / max(slots, 1), 4),
+        "shapes": shapes,
+    }), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+
+SUBCOMMANDS = {
+    "inspect": (define_inspect_flags, inspect_main),
+    "throughput": (define_throughput_flags, throughput_main),
+}
+
+
+def run(argv=None):
+    """Console-script entry point (bvt-data): dispatches on the subcommand in argv[1]."""
+    argv = list(sys.argv if argv is None else argv)
+    name = argv[1] if len(argv) > 1 else None
+    if name in ("-h", "--help", "help"):
+        print(__doc__ + "\n" + USAGE)
+        sys.exit(0)
+    if name not in SUBCOMMANDS:
+        what = "missing subcommand" if name is None else f"unknown subcommand {name!r}"
+        print(f"error: {what}; valid: {', '.join(SUBCOMMANDS)} ({USAGE})", file=sys.stderr)
+        sys.exit(2)
+    define, main = SUBCOMMANDS[name]
+    define()
+    prog = os.path.basename(argv[0])
+    run_absl(main, [f"{prog} {name}", *argv[2:]])
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -26,6 +26,7 @@ resolved through the data pipeline (it needs the corpus, as the run did).
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
@@ -33,10 +34,14 @@ import shutil
 import sys
 from typing import Any
 
+import flax.linen as nn
+import jax
 import numpy as np
 
+from bert_vs_transformer.data import pretraining_pipeline, wordpiece
 from bert_vs_transformer.models import convert
 from bert_vs_transformer.models.model_config import ModelConfig
+from bert_vs_transformer.training import members, run_loading
 
 GLUE_LABELS = {
     "sst2": ("negative", "positive"),
@@ -82,16 +87,12 @@ def hf_config(config, cfg: ModelConfig, params: dict) -> dict[str, Any]:
 
 def vocab_file(config) -> str:
     """The run's vocab.txt."""
-    from bert_vs_transformer.data import pipelines
-
     d = config.data
     spec = str(d.get("vocab_path", None) or d.get("vocab", None) or "")
     if spec.startswith("train:"):
-        from bert_vs_transformer.data import pretraining_pipeline
-
         return pretraining_pipeline.tokenizer(config).vocab_path
     if not spec:
-        return pipelines.default_vocab_path()
+        return wordpiece.default_vocab_path()
     return os.path.join(spec, "vocab.txt") if os.path.isdir(spec) else spec
 
 
@@ -133,12 +134,10 @@ def write_weights(state_dict: dict[str, np.ndarray], output: str, max_shard_mb: 
 def export(config, params: Any, output: str, dtype: str = "float32", max_shard_mb: float = 0) -> dict[str, Any]:
     """Writes OUT/{model.safetensors (or shards), config.json, vocab.txt, tokenizer_config.json}; -> config.json
     dict. dtype float16 / bfloat16 halves the weights (their rounding: about 1e-3 of each value)."""
-    import flax.linen as nn
-    import jax
 
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"dtype={dtype!r} is not float32, float16 or bfloat16")
-    cfg = ModelConfig.from_dict(dict(config.model))
+    cfg = ModelConfig.from_config(config)
     params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), jax.device_get(nn.unbox(params)))
     params = dict(params)
     state_dict = convert.bert_to_hf(cfg, params)
@@ -166,12 +165,7 @@ def export_run(workdir: str, output: str, step: int | None = None, member: int |
                dtype: str = "float32", max_shard_mb: float = 0) -> dict[str, Any]:
     """Loads the checkpoint (latest if step is None or 0) of `workdir` and exports it (export()); ->
     config.json dict plus 'step'. A member run (members.py) exports one member: `member` indexes them."""
-    import jax
-
-    from bert_vs_transformer.evaluation import translation as translation_eval
-    from bert_vs_transformer.training import members
-
-    config, params, step = translation_eval.load_run(workdir, step or None, device=jax.local_devices()[0])
+    config, params, step = run_loading.load_run(workdir, step or None, device=jax.local_devices()[0])
     group = members.parse(config)
     if group:
         names = [f"{k}: {m.name}" for k, m in enumerate(group)]
@@ -186,8 +180,6 @@ def export_run(workdir: str, output: str, step: int | None = None, member: int |
 
 
 def main(argv=None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, help="a run directory of ours (checkpoints/)")
     parser.add_argument("--output", required=True, help="the Hugging Face folder to write")
@@ -209,5 +201,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """Console-script entry point (bvt-export-hf)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -58,6 +58,7 @@ import numpy as np
 
 from bert_vs_transformer import config_args
 from bert_vs_transformer.evaluation import metrics
+from bert_vs_transformer.training.members import run_name
 
 GRID_LRS = (5e-5, 4e-5, 3e-5, 2e-5)
 CONFIG_FILE = os.path.join(config_args.REPO_ROOT, "configs", "glue.py")
@@ -105,11 +106,6 @@ def grid_points(task: str, init: str, root: str, lrs: Sequence[float] = GRID_LRS
             run_dir = os.path.join(base, VMAP_DIR, "members") if vmap else base
             points.append(Point(task, init, float(lr), int(seed), os.path.join(run_dir, run_name(lr, seed)), spec))
     return points
-
-
-def run_name(lr: float, seed: int) -> str:
-    """A run's directory name in the grid (members.py names its members the same way)."""
-    return f"lr{lr:g}-seed{seed}"
 
 
 VMAP_DIR = "vmap"  # grid_points(vmap=True): the member program's workdir under <root>/<task>/<init name>
@@ -307,7 +303,7 @@ def compare(summaries: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, 
     tasks = list(summaries)
     names = [s["name"] for s in summaries[tasks[0]]]
     ref = names[0]
-    lines = [f"### Inits side by side: best of grid on GLUE dev, task score x100 (mean ± std, lr, seeds)", "",
+    lines = ["### Inits side by side: best of grid on GLUE dev, task score x100 (mean ± std, lr, seeds)", "",
              "| task | " + " | ".join(names) + " | " + " | ".join(f"{ref} − {n} | every seed above | p" for n in names[1:]) + " |",
              "|---|" + "---:|" * len(names) + "---:|---|---:|" * (len(names) - 1)]
     out = {"reference": ref, "inits": names, "tasks": {}}
@@ -469,5 +465,10 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
+def run():
+    """Console-script entry point (bvt-glue-grid)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -96,7 +96,7 @@ def define_flags() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Shapes and FLOPs: the same as benchmark.prepare_config / flops.step_flops.
+# Shapes and FLOPs: the same as benchmark.prepare_config / Task.step_flops.
 
 
 def load_config(model: str, variant: str, num_layers: int | None = None):
@@ -369,7 +369,7 @@ def run(model: str, variant: str = "base", batch_size: int | None = None, seq_le
     if dtype == "auto":
         dtype = "bf16" if dev.type == "cuda" else "fp32"
     config = load_config(model, variant, num_layers)
-    cfg = ModelConfig.from_dict(dict(config.model))
+    cfg = ModelConfig.from_config(config)
     shape = shapes(config, batch_size, seq_len, max_predictions)
     longest = max(v for k, v in shape.items() if k.endswith("len"))
     if cfg.positional == "learned" and longest > cfg.max_len:

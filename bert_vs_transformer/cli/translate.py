@@ -27,17 +27,26 @@ import time
 
 from absl import app, flags, logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (holds checkpoints/ and config.json).")
-_INPUT = flags.DEFINE_string("input", None, "Source sentences, one per line (default: stdin).")
-_OUTPUT = flags.DEFINE_string("output", None, "Translations, one per line (default: stdout).")
-_BEAM = flags.DEFINE_integer("beam_size", 4, "Beam size (Vaswani 6.1: 4); 0 = greedy.")
-_ALPHA = flags.DEFINE_float("alpha", 0.6, "Length penalty exponent (Vaswani 6.1: 0.6).")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Source sentences per decode batch.")
-_STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint step to load (default: the latest).")
-_SPLIT = flags.DEFINE_string("evaluate_split", None, "Score this split with sacreBLEU (e.g. test, validation).")
-_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", None, "With --evaluate_split: only the first N examples.")
-_TFDS_DIR = flags.DEFINE_string("tfds_data_dir", None, "Override config.data.tfds_data_dir.")
-_CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Override config.data.cache_dir (tokenizer cache).")
+from bert_vs_transformer.cli import run_absl
+from bert_vs_transformer.evaluation import translation as translation_eval
+from bert_vs_transformer.training import run_loading
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command's flags (defined when it runs, so importing the module defines none)."""
+    flags.DEFINE_string("workdir", None, "Run directory (holds checkpoints/ and config.json).")
+    flags.DEFINE_string("input", None, "Source sentences, one per line (default: stdin).")
+    flags.DEFINE_string("output", None, "Translations, one per line (default: stdout).")
+    flags.DEFINE_integer("beam_size", 4, "Beam size (Vaswani 6.1: 4); 0 = greedy.")
+    flags.DEFINE_float("alpha", 0.6, "Length penalty exponent (Vaswani 6.1: 0.6).")
+    flags.DEFINE_integer("batch_size", 64, "Source sentences per decode batch.")
+    flags.DEFINE_integer("checkpoint_step", None, "Checkpoint step to load (default: the latest).")
+    flags.DEFINE_string("evaluate_split", None, "Score this split with sacreBLEU (e.g. test, validation).")
+    flags.DEFINE_integer("max_examples", None, "With --evaluate_split: only the first N examples.")
+    flags.DEFINE_string("tfds_data_dir", None, "Override config.data.tfds_data_dir.")
+    flags.DEFINE_string("cache_dir", None, "Override config.data.cache_dir (tokenizer cache).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,60 +87,60 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.ERROR)  # orbax's INFO/WARNING lines would drown the output
-    if _WORKDIR.value is None:
+    if FLAGS.workdir is None:
         raise app.UsageError("--workdir is required")
-    if _BEAM.value < 0 or _BATCH.value < 1:
+    if FLAGS.beam_size < 0 or FLAGS.batch_size < 1:
         raise app.UsageError("--beam_size must be >= 0 and --batch_size >= 1")
-
-    from bert_vs_transformer.evaluation import translation as translation_eval
 
     t0 = time.time()
     try:
-        config, params, step = translation_eval.load_run(_WORKDIR.value, _STEP.value)
+        config, params, step = run_loading.load_run(FLAGS.workdir, FLAGS.checkpoint_step)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     with config.unlocked():
-        if _TFDS_DIR.value is not None:
-            config.data.tfds_data_dir = _TFDS_DIR.value
-        if _CACHE_DIR.value is not None:
-            config.data.cache_dir = _CACHE_DIR.value
+        if FLAGS.tfds_data_dir is not None:
+            config.data.tfds_data_dir = FLAGS.tfds_data_dir
+        if FLAGS.cache_dir is not None:
+            config.data.cache_dir = FLAGS.cache_dir
     if config.get("task") != "translation":
-        print(f"error: {_WORKDIR.value} holds a {config.get('task')!r} run, not translation", file=sys.stderr)
+        print(f"error: {FLAGS.workdir} holds a {config.get('task')!r} run, not translation", file=sys.stderr)
         sys.exit(2)
-    print(f"loaded {_WORKDIR.value} step {step} in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
-    beam = _BEAM.value or None
+    print(f"loaded {FLAGS.workdir} step {step} in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
+    beam = FLAGS.beam_size or None
 
-    if _SPLIT.value:
-        res = translation_eval.bleu(config, params, _SPLIT.value, beam_size=beam, alpha=_ALPHA.value,
-                                    max_examples=_MAX_EXAMPLES.value, batch_size=_BATCH.value,
-                                    progress=_StderrProgress(), return_translations=bool(_OUTPUT.value))
-        if _OUTPUT.value:
-            _write_lines(_OUTPUT.value, res.pop("translations"))
+    if FLAGS.evaluate_split:
+        res = translation_eval.bleu(config, params, FLAGS.evaluate_split, beam_size=beam, alpha=FLAGS.alpha,
+                                    max_examples=FLAGS.max_examples, batch_size=FLAGS.batch_size,
+                                    progress=_StderrProgress(), return_translations=bool(FLAGS.output))
+        if FLAGS.output:
+            _write_lines(FLAGS.output, res.pop("translations"))
             res.pop("references")
-        res.update(workdir=os.path.abspath(_WORKDIR.value), step=step, dataset=config.data.dataset,
+        res.update(workdir=os.path.abspath(FLAGS.workdir), step=step, dataset=config.data.dataset,
                    source_lang=config.data.source_lang, target_lang=config.data.target_lang)
         print(json.dumps(res), flush=True)
         return
 
-    lines = _read_lines(_INPUT.value)
+    lines = _read_lines(FLAGS.input)
     keep = [i for i, line in enumerate(lines) if line.strip()]
     t1 = time.time()
     hyps, stats = translation_eval.translate_texts(config, params, [lines[i] for i in keep], beam_size=beam,
-                                                   alpha=_ALPHA.value, batch_size=_BATCH.value,
+                                                   alpha=FLAGS.alpha, batch_size=FLAGS.batch_size,
                                                    progress=_StderrProgress())
     out = [""] * len(lines)
     for i, h in zip(keep, hyps):
         out[i] = h
-    _write_lines(_OUTPUT.value, out)
+    _write_lines(FLAGS.output, out)
     seconds = time.time() - t1
     print(f"translated {len(keep)} sentences ({len(lines) - len(keep)} empty lines, {stats['truncated']} "
           f"truncated) in {seconds:.1f} s: {len(keep) / max(seconds, 1e-9):.1f} sentences/s "
-          f"({'beam %d, alpha %g' % (beam, _ALPHA.value) if beam else 'greedy'})", file=sys.stderr, flush=True)
+          f"({'beam %d, alpha %g' % (beam, FLAGS.alpha) if beam else 'greedy'})", file=sys.stderr, flush=True)
 
 
 def run():
-    app.run(main)
+    """Console-script entry point (bvt-translate)."""
+    define_flags()
+    run_absl(main)
 
 
 if __name__ == "__main__":

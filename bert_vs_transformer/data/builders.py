@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -374,8 +375,6 @@ def prepare(name: str, data_dir: str | None = None, raw_data_dir: str | None = N
     """The builder of `name`, generated first if its data is not in the data dir yet."""
     b = builder(name, data_dir, raw_data_dir)
     if not is_prepared(b):
-        import time
-
         start = time.time()
         tfds.disable_progress_bar()
         try:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from bert_vs_transformer.data.pipelines import TokenizedSplit
+from bert_vs_transformer.data.records import TokenizedSplit
 
 
 class PackedTranslation:

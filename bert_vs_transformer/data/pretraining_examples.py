@@ -39,7 +39,7 @@ that a pipeline can mask statically (once, with a seed) or dynamically (again ev
 All randomness comes from an explicit `numpy.random.Generator`. For the pipeline:
 
 - `Masker(...)` / `Masker.from_wordpiece(wp, max_seq_len, ...)` holds the masking options; it is a
-  grain `RandomMapTransform` (`ds.random_map(masker, seed=s)`: grain seeds each element's
+  callable (element, rng) that grain's `ds.random_map(masker, seed=s)` takes (grain seeds each element's
   generator from (s, index), so after `.repeat(num_epochs)` every epoch is masked afresh) and has
   `masker.for_epoch(instance, seed, epoch, index)`, which masks with `epoch_rng(seed, epoch, index)`
   (static masking = always epoch 0).
@@ -55,11 +55,6 @@ import dataclasses
 from typing import Callable, Sequence, Union
 
 import numpy as np
-
-try:  # grain is optional here: the transform is also a plain callable.
-    from grain.python import RandomMapTransform as _RandomMapBase
-except ImportError:  # pragma: no cover
-    _RandomMapBase = object
 
 RngLike = Union[np.random.Generator, int, Sequence[int]]
 
@@ -348,7 +343,7 @@ def mask_instance(
     return out
 
 
-class Masker(_RandomMapBase):
+class Masker:
     """`mask_instance` with fixed options: a grain RandomMapTransform and a plain callable."""
 
     def __init__(

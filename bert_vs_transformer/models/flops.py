@@ -36,7 +36,9 @@ so they show a low MFU) or an explicit override.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
+
+import jax
 
 from bert_vs_transformer.models.model_config import ModelConfig
 
@@ -53,9 +55,6 @@ PEAK_FLOPS: tuple[tuple[str, float], ...] = (
     ("v6e", 918e12),
     ("TPU v4", 275e12),
 )
-
-TASK_OF_FAMILY = {"transformer": "translation", "bert": "pretraining"}
-
 
 def _sum(d: Mapping[str, int]) -> int:
     return int(sum(d.values()))
@@ -142,44 +141,9 @@ def classification_step_flops(cfg: ModelConfig, batch: int, seq_len: int, num_la
     return 3 * _sum(classification_forward_flops(cfg, batch, seq_len, num_labels))
 
 
-def task_name(config) -> str:
-    """config.task, else inferred from config.model_family (transformer -> translation, bert ->
-    pretraining)."""
-    name = config.get("task", None)
-    if name:
-        return name
-    family = config.get("model_family", None)
-    if family not in TASK_OF_FAMILY:
-        raise ValueError(f"config has no 'task' and model_family={family!r} is not one of {sorted(TASK_OF_FAMILY)}")
-    return TASK_OF_FAMILY[family]
-
-
-def step_lengths(config) -> dict[str, Any]:
-    """The sequence lengths a task's batches have, from config.data."""
-    d, task = config.data, task_name(config)
-    if task == "translation":
-        return {"src_len": d.get("max_source_len", d.max_len), "tgt_len": d.get("max_target_len", d.max_len)}
-    if task == "pretraining":
-        return {"seq_len": d.max_seq_len, "num_masked": d.get("max_predictions_per_seq", None)}
-    if task == "classification":
-        return {"seq_len": d.max_seq_len}
-    raise ValueError(f"config.task={task!r} is not one of translation, pretraining, classification")
-
-
-def forward_flops(config, batch_size: int) -> dict[str, int]:
-    """Forward FLOPs by component for an ml_collections training config."""
-    cfg = ModelConfig.from_dict(dict(config.model))
-    task, lengths = task_name(config), step_lengths(config)
-    if task == "translation":
-        return transformer_forward_flops(cfg, batch_size, lengths["src_len"], lengths["tgt_len"])
-    if task == "pretraining":
-        return bert_forward_flops(cfg, batch_size, lengths["seq_len"], lengths["num_masked"])
-    return classification_forward_flops(cfg, batch_size, lengths["seq_len"], int(config.get("num_labels", 2)))
-
-
-def step_flops(config, batch_size: int) -> int:
-    """Model FLOPs of one training step on a global batch of `batch_size` sequences."""
-    return 3 * _sum(forward_flops(config, batch_size))
+def total(forward: Mapping[str, int]) -> int:
+    """Training-step FLOPs from forward FLOPs by component: forward + backward = 3 x forward."""
+    return 3 * _sum(forward)
 
 
 def peak_flops_per_device(override: float | None = None, device_kind: str | None = None) -> float | None:
@@ -187,8 +151,6 @@ def peak_flops_per_device(override: float | None = None, device_kind: str | None
     if override:
         return float(override)
     if device_kind is None:
-        import jax
-
         device_kind = jax.devices()[0].device_kind
     for key, peak in PEAK_FLOPS:
         if key.lower() in device_kind.lower():

@@ -94,8 +94,24 @@ class ModelConfig:
             raise ValueError(f"unknown ModelConfig field(s) {unknown}; known: {sorted(known)}")
         return cls(**d)
 
+    @classmethod
+    def from_config(cls, config) -> "ModelConfig":
+        """The model of a run config (its `model` field)."""
+        return cls.from_dict(dict(config.model))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Fields a resumed run may change: numerics and regularisation, not the parameters' shapes or meaning.
+RESUMABLE_FIELDS = frozenset({"dtype", "remat_policy", "attention_kernel", "dropout_rate", "attention_dropout_rate"})
+
+
+def resume_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The model fields (outside RESUMABLE_FIELDS) on which a checkpoint's model and this run's differ."""
+    fields = sorted((set(saved) | set(current)) - RESUMABLE_FIELDS)
+    return [f"model.{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}"
+            for k in fields if saved.get(k) != current.get(k)]
 
 
 def _check_choice(name, value, choices):

@@ -1,4 +1,4 @@
-"""Device mesh, logical axis rules, shardings of state and batches, multi-host initialisation.
+"""Device mesh, logical axis rules, shardings of state and batches.
 
 Models only name their axes (layers.py); this module alone maps names onto the mesh
 (`data`, `fsdp`, `tensor`), as t5x's `standard_logical_axis_rules`.
@@ -7,14 +7,13 @@ Models only name their axes (layers.py); this module alone maps names onto the m
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import numpy as np
-from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -66,14 +65,7 @@ def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | No
     """A (data, fsdp, tensor) mesh with Auto axes (linen models need Auto, not Explicit)."""
     devices = list(devices if devices is not None else jax.devices())
     shape = mesh_shape(mesh_config, len(devices))
-    try:
-        from jax.sharding import AxisType
-
-        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
-    except (ImportError, TypeError):  # older jax: no axis types, Auto is the only behaviour
-        from jax.experimental import mesh_utils
-
-        return Mesh(mesh_utils.create_device_mesh(shape, devices), MESH_AXES)
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
 @contextlib.contextmanager
@@ -126,34 +118,3 @@ def global_batch_from_local(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -
     return {
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()
     }
-
-
-# Environment variables by which jax.distributed recognises a cluster it can auto-configure.
-CLUSTER_ENV_VARS = ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "TPU_WORKER_ID", "CLOUD_TPU_TASK_ID",
-                    "MEGASCALE_COORDINATOR_ADDRESS")
-
-
-def initialize_distributed(
-    coordinator_address: str | None = None,
-    num_processes: int | None = None,
-    process_id: int | None = None,
-    local_device_ids: Sequence[int] | None = None,
-) -> None:
-    """jax.distributed.initialize from explicit flags, else auto-detection (TPU pods, SLURM).
-
-    Single-process runs (no flags and no cluster environment) are left alone.
-    """
-    explicit = coordinator_address is not None
-    on_cluster = any(k in os.environ for k in CLUSTER_ENV_VARS)
-    if not explicit and not on_cluster:
-        return
-    kwargs = {}
-    if explicit:
-        kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
-        if local_device_ids is not None:
-            kwargs["local_device_ids"] = list(local_device_ids)
-    jax.distributed.initialize(**kwargs)
-    logging.info(
-        "jax.distributed: process %d of %d, %d local / %d global devices",
-        jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
-    )

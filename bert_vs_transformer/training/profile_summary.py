@@ -31,6 +31,8 @@ import re
 from collections import defaultdict
 from typing import Any, Iterable
 
+from absl import logging
+
 TRACE_PATTERNS = ("*.trace.json.gz", "perfetto_trace.json.gz", "*.trace.json")
 _NUMBERED = re.compile(r"([._]\d+)+$")
 
@@ -148,8 +150,6 @@ def format_summary(summary: dict[str, Any], max_timelines: int = 4, name_width: 
 def write_summary(trace_dir: str, steps: int, top: int = 25) -> tuple[dict[str, Any], str] | None:
     """Summarises the trace under trace_dir into trace_dir/summary.{md,json}; -> (summary, markdown),
     or None (a warning logged) when the directory holds no readable trace."""
-    from absl import logging
-
     try:
         summary = summarize(load(trace_dir), steps, top=top)
     except (FileNotFoundError, ValueError) as e:  # e.g. a profiler build that writes only xplane.pb

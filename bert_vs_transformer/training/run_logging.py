@@ -9,7 +9,11 @@ import os
 import time
 from typing import Any, Mapping
 
+import jax
+import numpy as np
 from absl import logging
+
+from bert_vs_transformer.models import flops
 
 
 class MetricsLogger:
@@ -21,7 +25,7 @@ class MetricsLogger:
         self._tb = None
         if enabled and tensorboard:
             try:
-                from tensorboardX import SummaryWriter
+                from tensorboardX import SummaryWriter  # optional
 
                 self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
             except ImportError:  # optional dependency
@@ -54,6 +58,15 @@ class MetricsLogger:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def write_config(workdir: str, config) -> str:
+    """WORKDIR/config.json: the run's config as it starts (every check passed)."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    with open(path, "w") as f:
+        json.dump(config.to_dict(), f, indent=2, default=str)
+    return path
 
 
 def _jsonable(v):
@@ -91,3 +104,33 @@ class Progress:
 def _hms(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def check_finite(pending) -> None:
+    """Raises at the first step in `pending` [(step, metrics)] whose loss or gradient norm is NaN/Inf."""
+    for s, m in pending:
+        loss, grad_norm = (float(x) for x in jax.device_get((m["loss"], m["grad_norm"])))
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss} at step {s}; the last good checkpoint is kept")
+        if not np.isfinite(grad_norm):
+            raise FloatingPointError(f"non-finite gradient norm {grad_norm} at step {s} (loss {loss}); "
+                                     "the last good checkpoint is kept")
+
+
+def window_record(pending, elapsed: float, steps: int, flops_per_step: float, peak: float | None,
+                  num_devices: int) -> dict[str, Any]:
+    """A log window's record: mean loss (after the NaN check), last learning rate and gradient
+    norm, throughput and MFU."""
+    check_finite(pending)
+    host = [(s, jax.device_get(m)) for s, m in pending]
+    losses = [float(m["loss"]) for _, m in host]
+    tokens = sum(float(m["tokens"]) for _, m in host)
+    steps_per_s = steps / max(elapsed, 1e-9)
+    return {
+        "loss": float(np.mean(losses)),
+        "learning_rate": float(host[-1][1]["learning_rate"]),
+        "grad_norm": float(host[-1][1]["grad_norm"]),
+        "steps_per_s": steps_per_s,
+        "tokens_per_s": tokens / max(elapsed, 1e-9),
+        "mfu": flops.mfu(flops_per_step, steps_per_s, num_devices, peak) if peak else None,
+    }

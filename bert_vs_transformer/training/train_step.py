@@ -13,10 +13,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from bert_vs_transformer.models import partitioning
-from bert_vs_transformer.tasks.base import Task
+from bert_vs_transformer.tasks import Task
 
 
 @flax.struct.dataclass

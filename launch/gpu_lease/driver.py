@@ -54,7 +54,7 @@ def m30k_job(name, extra, train_s, test=True):
     """Train; with test, then beam-4 test BLEU of the last checkpoint and of the last-5 average."""
     wd = f"{W}/{name}"
     sm = ["--config.num_train_steps=40", "--config.eval_every_steps=20", "--config.checkpoint_every_steps=8",
-          "--config.log_every_steps=10", "--config.eval_bleu_max_examples=16"] if SMOKE else []
+          "--config.log_every_steps=10", "--config.evals.bleu.max_examples=16"] if SMOKE else []
     mx = ["--max_examples=16"] if SMOKE else []
     train = ([PY, "-m", "bert_vs_transformer.main", f"--config={m30}", f"--workdir={wd}"] + extra + sm,
              train_s, 80 if test else 0)
@@ -73,7 +73,7 @@ def glue_job(name, spec, train_s):
     wd = f"{W}/{name}"
     # (smoke: float32 compute and short rows of 4, since six members of the small BERT in bf16 (as
     # pretrain_job leaves it) crawl on a CPU core)
-    sm = ["--config.num_train_steps=20", "--config.log_every_steps=10", "--config.eval_max_examples=64",
+    sm = ["--config.num_train_steps=20", "--config.log_every_steps=10", "--config.evals.glue.max_examples=64",
           "--config.model.dtype=float32", "--config.data.batch_size=4", "--config.data.max_seq_len=32"] if SMOKE else []
     return [([PY, "-m", "bert_vs_transformer.main", f"--config={glue}:{spec}", f"--workdir={wd}"] + sm, train_s, 0)]
 

@@ -15,7 +15,7 @@ export PYTHONPATH=$PWD:/tmp/stub${PYTHONPATH:+:$PYTHONPATH} BVT_DATA_DIR=/tmp/p/
 (nvidia-smi; python3 -c "import jax, flax, orbax.checkpoint as o; print(jax.devices(), jax.__version__, flax.__version__)"; nproc) 2>&1 | tee $W/env.txt
 (nvidia-smi dmon -s um -d 5 > $W/dmon.txt 2>&1 &)
 for ds in ${DATASETS:-multi30k sst2 cola rte}; do
-  python3 -m bert_vs_transformer.data --dataset=$ds --split=train --show=0 ${PT_HF:+--vocab_path=$PT_HF/vocab.txt} 2>&1 | tail -1 | cut -c1-160
+  python3 -m bert_vs_transformer.cli.data inspect --dataset=$ds --split=train --show=0 ${PT_HF:+--vocab_path=$PT_HF/vocab.txt} 2>&1 | tail -1 | cut -c1-160
 done
 echo "setup took $(( $(date +%s) - T ))s"
 # PICK_FLAGS=1: time the candidates' pretraining step first, export the fastest's XLA_FLAGS and PT_STEPS

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pytest
 import torch
 
-from bert_vs_transformer import config_args
+from bert_vs_transformer import config_args, tasks
 from bert_vs_transformer.cli import benchmark, compare, compare_speed
 from bert_vs_transformer.models import bert, flops, layers
 from bert_vs_transformer.cli import peer_benchmark as pb
@@ -46,7 +46,7 @@ def _peer(*args):
 
 
 def _model_cfg(model, variant):
-    return ModelConfig.from_dict(dict(pb.load_config(model, variant).model))
+    return ModelConfig.from_config(pb.load_config(model, variant))
 
 
 def test_peer_bert_tiny_cpu():
@@ -86,7 +86,7 @@ def test_peer_transformer_tiny_cpu():
 
 def _peer_count(model, variant):
     config = pb.load_config(model, variant)
-    cfg = ModelConfig.from_dict(dict(config.model))
+    cfg = ModelConfig.from_config(config)
     with torch.device("meta"):  # shapes only, nothing allocated
         return pb.count_params(pb.build_model(model, config, cfg)), cfg
 
@@ -114,8 +114,8 @@ def test_peer_flops_and_shapes_equal_benchmark(name):
     ours = benchmark.prepare_config(config_args.load(f"{compare_speed.CONFIG_FILES[w.model]}:{w.variant}"),
                                     batch_size=w.batch_size, seq_len=w.seq_len)
     shape = pb.shapes(config, w.batch_size, w.seq_len)
-    assert {k: v for k, v in shape.items() if k != "batch_size"} == flops.step_lengths(ours)
-    cfg = ModelConfig.from_dict(dict(config.model))
+    assert {k: v for k, v in shape.items() if k != "batch_size"} == tasks.get_task(ours).lengths()
+    cfg = ModelConfig.from_config(config)
     assert pb.step_flops(cfg, shape) == flops.step_flops(ours, w.batch_size)
     if name == "bert_large_512":
         assert shape["num_masked"] == 80  # BERT A.2

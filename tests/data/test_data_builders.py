@@ -57,8 +57,8 @@ def test_inspect_command(tfds_dir):  # noqa: F811
     import sys
 
     env = dict(os.environ, TFDS_DATA_DIR=tfds_dir, JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-m", "bert_vs_transformer.data", "--dataset=rte", "--split=dev", "--show=2"],
-                         env=env, capture_output=True, text=True, check=True).stdout
+    cmd = [sys.executable, "-m", "bert_vs_transformer.cli.data", "inspect", "--dataset=rte", "--split=dev", "--show=2"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
     assert lines[0] == "--- example 0 (idx 0)" and "sentence1 tokens" in out
     summary = json.loads(lines[-1])

@@ -10,7 +10,7 @@ import pytest
 
 from _data_testing import assert_batches_equal, classification_config, take, tfds_dir, translation_config  # noqa: F401
 from bert_vs_transformer import data
-from bert_vs_transformer.data import pipelines, sentencepiece_tokenizer
+from bert_vs_transformer.data import pipelines, records, sentencepiece_tokenizer
 
 
 def _rows(seqs):
@@ -55,7 +55,7 @@ def test_translation_batches(tfds_dir):  # noqa: F811
     cfg = translation_config(tfds_dir)
     tok = data.tokenizer(cfg)
     it = data.train_iterator(cfg, process_index=0, process_count=1)
-    english = {r["en"].decode() for r in pipelines.split_records(cfg, "train")}
+    english = {r["en"].decode() for r in records.split_records(cfg, "train")}
     widths = set()
     for batch in take(it, 20):
         assert set(batch) == {"inputs", "targets"}
@@ -267,4 +267,4 @@ def test_packed_batches_through_the_model(tfds_dir):  # noqa: F811
 def config_args_model(cfg):
     from bert_vs_transformer.models.model_config import ModelConfig
 
-    return ModelConfig.from_dict(dict(cfg.model)).replace(dropout_rate=0.0)
+    return ModelConfig.from_config(cfg).replace(dropout_rate=0.0)

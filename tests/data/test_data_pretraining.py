@@ -136,23 +136,21 @@ def test_trained_vocab(tfds_dir):  # noqa: F811
     with pytest.raises(ValueError, match="train:<vocab size>"):
         data.tokenizer(pretraining_config(tfds_dir, vocab="train:lots"))
     # A training run keeps the learned vocabulary in its workdir (fine-tuning and export read it there).
-    from bert_vs_transformer.training import loop as train
-
     workdir = os.path.join(tfds_dir, "..", "run")
-    kept = train.keep_learned_vocab(cfg, workdir)
+    kept = data.save_vocab(cfg, workdir)
     assert kept == os.path.join(workdir, "vocab.txt")
     with open(kept) as a, open(tok.vocab_path) as b:
         assert a.read() == b.read()
-    assert train.keep_learned_vocab(pretraining_config(tfds_dir), workdir + "2") is None  # a given vocab: nothing
+    assert data.save_vocab(pretraining_config(tfds_dir), workdir + "2") is None  # a given vocab: nothing
 
 
 def test_corpus_sources_filter_the_training_documents(tfds_dir):  # noqa: F811
     """config.data.corpus_sources keeps the named sources' training documents (BERT's setting: no GLUE
     text), with its own digest (so its own vocab and instance caches); held-out documents stay."""
-    from bert_vs_transformer.data import pipelines
+    from bert_vs_transformer.data import records
 
     full = pretraining_config(tfds_dir, train_split="train")
-    counts = collections.Counter(pp._source_of(r) for r in pipelines.split_records(full, "train"))
+    counts = collections.Counter(pp._source_of(r) for r in records.split_records(full, "train"))
     assert {"ptb", "wikitext2", "multi30k", "glue/sst2", "glue/rte"} <= set(counts)
     docs, digest = pp.documents(full, "train")
     assert len(docs) == sum(counts.values())
@@ -322,8 +320,8 @@ def test_instances_are_cached_on_disk(tfds_dir, monkeypatch):  # noqa: F811
 def test_inspect_shows_masked_instances(tfds_dir):  # noqa: F811
     env = dict(os.environ, BVT_DATA_DIR=raw_data_dir(), JAX_PLATFORMS="cpu")
     proc = subprocess.run(
-        [sys.executable, "-m", "bert_vs_transformer.data", "--config=configs/bert.py:tiny", "--split=validation",
-         "--show=0", "--masked=2", f"--tfds_data_dir={tfds_dir}"],
+        [sys.executable, "-m", "bert_vs_transformer.cli.data", "inspect", "--config=configs/bert.py:tiny",
+         "--split=validation", "--show=0", "--masked=2", f"--tfds_data_dir={tfds_dir}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()

@@ -31,6 +31,7 @@ import pytest
 from bert_vs_transformer import config_args
 from bert_vs_transformer.evaluation import metrics
 from bert_vs_transformer.models import convert
+from bert_vs_transformer.training import run_loading
 
 REPO_ROOT = config_args.REPO_ROOT
 TASKS = ("sst2", "cola", "stsb", "mrpc", "rte")
@@ -186,7 +187,7 @@ def sst2_run(tmp_path_factory):
            f"--workdir={workdir}", "--config.num_train_steps=3", "--config.eval_every_steps=3",
            "--config.checkpoint_every_steps=3", "--config.log_every_steps=1", "--config.data.max_seq_len=16",
            "--config.data.batch_size=8", "--config.data.eval_batch_size=128", "--config.optimizer.warmup_steps=1",
-           "--config.optimizer.learning_rate=1e-4", "--config.eval_max_examples=128"]
+           "--config.optimizer.learning_rate=1e-4", "--config.evals.glue.max_examples=128"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(tmp), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return workdir, proc
@@ -201,7 +202,7 @@ def test_smoke_finetune_minilm_sst2(sst2_run):
     (ev,) = [r for r in records if "eval_accuracy" in r]
     assert ev["step"] == 3 and 0.0 <= ev["eval_accuracy"] <= 1.0
     assert ev["eval_examples"] == 128 and ev["eval_glue_score"] == ev["eval_accuracy"]  # eval_max_examples
-    assert 0.0 <= ev["eval_loss"]  # train.evaluate's pass: the whole dev set
+    assert 0.0 <= ev["eval_loss"]  # the loss evaluator's pass: the whole dev set
     assert "init: encoder from all-MiniLM-L6-v2" in proc.stderr
 
 
@@ -237,10 +238,10 @@ def test_export_sst2_run_loads_in_transformers(sst2_run, tmp_path):
     out = tmp_path / "hf"
     assert export_hf.main([f"--workdir={workdir}", f"--output={out}"]) == 0
     assert {"model.safetensors", "config.json", "vocab.txt", "tokenizer_config.json"} <= set(os.listdir(out))
-    config, params, _ = translation_eval.load_run(str(workdir))
+    config, params, _ = run_loading.load_run(str(workdir))
     tok = transformers.AutoTokenizer.from_pretrained(str(out))
     enc = dict(tok(_sst2_dev_batch(), padding=True, return_tensors="np"))
-    cfg = ModelConfig.from_dict(dict(config.model))
+    cfg = ModelConfig.from_config(config)
     ours = np.asarray(bert.BertForSequenceClassification(cfg, 2).apply(
         {"params": params}, enc["input_ids"], enc["token_type_ids"], enc["attention_mask"]))
     model, hf = _hf_logits(str(out), enc, transformers.AutoModelForSequenceClassification)
@@ -283,7 +284,7 @@ def test_stsb_regression_metrics_and_export(devices, tmp_path):
     from bert_vs_transformer import tasks
     from bert_vs_transformer.models import partitioning
 
-    _, params, _ = translation_eval.load_run(str(workdir))
+    _, params, _ = run_loading.load_run(str(workdir))
     mesh = partitioning.make_mesh(config.mesh)
     preds, labels = glue_eval.predictions(config, tasks.get_task(config), params, mesh)
     assert preds.dtype.kind == "f" and preds.shape == labels.shape == (1500,)
@@ -301,7 +302,7 @@ def test_stsb_regression_metrics_and_export(devices, tmp_path):
     types = np.zeros_like(ids)
     types[:, 6:] = 1
     enc = {"input_ids": ids, "token_type_ids": types * mask, "attention_mask": mask}
-    cfg = ModelConfig.from_dict(dict(config.model))
+    cfg = ModelConfig.from_config(config)
     ours = np.asarray(bert.BertForSequenceClassification(cfg, 1).apply({"params": params}, *enc.values()))
     _, hf = _hf_logits(str(out), enc, transformers.BertForSequenceClassification)
     assert np.abs(ours - hf.logits.numpy()).max() <= ATOL
@@ -342,7 +343,7 @@ def test_pretraining_workdir_init_and_export(devices, tmp_path):
     assert dict(config.model) == pre.model.to_dict()
     fresh, _, _ = _state(config, devices)
     state = init_from.apply(config, fresh)
-    _, src, _ = translation_eval.load_run(str(workdir))
+    _, src, _ = run_loading.load_run(str(workdir))
     got, want = dict(_leaves(jax.device_get(state.params["bert"]))), dict(_leaves(jax.device_get(src["bert"])))
     want_bert = want
     assert set(got) == set(want)
@@ -358,7 +359,7 @@ def test_pretraining_workdir_init_and_export(devices, tmp_path):
     mask = np.ones_like(ids)
     mask[2, 6:] = 0
     enc = {"input_ids": ids * mask, "token_type_ids": np.zeros_like(ids), "attention_mask": mask}
-    cfg = ModelConfig.from_dict(dict(pre.model))
+    cfg = ModelConfig.from_config(pre)
     mlm, nsp = bert.pretraining_logits(cfg, src, *enc.values())
     _, hf = _hf_logits(str(out), enc, transformers.BertForPreTraining)
     assert np.abs(np.asarray(nsp) - hf.seq_relationship_logits.numpy()).max() <= ATOL

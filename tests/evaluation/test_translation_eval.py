@@ -7,7 +7,7 @@ length-sorted decoding (with padding rows and sharded parameters) against each s
 alone; on a tiny Transformer trained 40 steps on the real Multi30k: the translate command against
 the library, the --evaluate_split BLEU against sacrebleu run on its own output and the raw
 reference file, and the averaged checkpoint against the numpy mean of the checkpoints' parameters
-(also restored through checkpoints.Checkpointer, as train.py resumes).
+(also restored through checkpoints.Checkpointer, as the training loop resumes).
 """
 
 import json
@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from bert_vs_transformer import config_args
+from bert_vs_transformer import config_args, evaluation
 from bert_vs_transformer.evaluation import metrics, translation as translation_eval
 from bert_vs_transformer.models import decoding, transformer
 from bert_vs_transformer.config_args import REPO_ROOT
+from bert_vs_transformer.training import run_loading
 
 # ---------------------------------------------------------------------------------------------
 # Metrics.
@@ -186,10 +187,19 @@ def test_decode_ids_sorted_batches_equal_each_sentence_alone(random_model, devic
     assert seen[:3] == [(3, 7), (6, 7), (7, 7)]
 
 
-def test_eval_metrics_off_for_synthetic():
+def _bleu_evaluator(config):
+    return next(e for e in evaluation.build(config) if isinstance(e, translation_eval.BleuEvaluator))
+
+
+def _context(config, params):
+    return evaluation.Context(task=None, mesh=None, configs=[config], members=[0], member_params=lambda k: params,
+                              params=params, loss_sums=None)
+
+
+def test_bleu_evaluator_off_for_synthetic():
     config = config_args.load("configs/transformer.py:tiny")
     config.data.dataset = "synthetic"
-    assert translation_eval.eval_metrics(config, params=None) == {}
+    assert _bleu_evaluator(config).evaluate(_context(config, None)) == {0: {}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +241,7 @@ def run(tmp_path_factory):
 
 
 def _config(workdir, tmp):
-    config = translation_eval.load_config(workdir)
+    config = run_loading.load_config(workdir)
     config.data.tfds_data_dir = str(tmp / "tfds")  # the subprocesses' $TFDS_DATA_DIR
     return config
 
@@ -249,7 +259,7 @@ def test_translate_command_matches_the_library(run, tmp_path):
     assert got[2] == "" and all(got[i] for i in (0, 1, 3, 4, 5)), got  # 40 steps: "Ein Mann ..."
     assert "sentences/s" in proc.stderr and f"step {STEPS}" in proc.stderr
 
-    config, params, step = translation_eval.load_run(workdir)
+    config, params, step = run_loading.load_run(workdir)
     assert step == STEPS
     config.data.tfds_data_dir = str(tmp / "tfds")
     texts = [line for line in LINES if line]
@@ -289,9 +299,9 @@ def test_evaluate_split_bleu_equals_sacrebleu_on_its_output(run, tmp_path):
     # The training loop's hook (in-process, greedy, a few validation sentences).
     config = _config(workdir, tmp)
     with config.unlocked():
-        config.eval_bleu_max_examples = 8
-    params, _ = translation_eval.restore_params(workdir, config)
-    ev = translation_eval.eval_metrics(config, params)
+        config.evals.bleu.max_examples = 8
+    params, _ = run_loading.restore_params(workdir, config)
+    ev = _bleu_evaluator(config).evaluate(_context(config, params))[0]
     assert set(ev) >= {"eval_bleu", "eval_bleu_lowercase", "eval_chrf"}
     assert all(isinstance(v, float) and np.isfinite(v) for v in ev.values()), ev
 
@@ -313,8 +323,8 @@ def test_average_checkpoints(run, tmp_path):
     assert info["steps"] == [20, 30, 40] and info["output_step"] == 40
 
     config = _config(workdir, tmp)
-    each = [jax.device_get(translation_eval.restore_params(workdir, config, s)[0]) for s in (20, 30, 40)]
-    avg, step = translation_eval.restore_params(out_dir, config)
+    each = [jax.device_get(run_loading.restore_params(workdir, config, s)[0]) for s in (20, 30, 40)]
+    avg, step = run_loading.restore_params(out_dir, config)
     assert step == 40
     expected = jax.tree_util.tree_map(lambda *xs: np.mean(np.stack([np.asarray(x, np.float64) for x in xs]), 0), *each)
     flat_e, flat_a = jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(jax.device_get(avg))
@@ -324,7 +334,7 @@ def test_average_checkpoints(run, tmp_path):
         np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7)
     assert not np.allclose(flat_a[0], jax.tree_util.tree_leaves(each[-1])[0])  # it is not just the last
 
-    # The layout train.py restores: full state (optimizer state and step of checkpoint 40) + data state.
+    # The layout the training loop restores: full state (optimizer state and step of checkpoint 40) + data state.
     task = tasks.get_task(config)
     tx, _ = optim.make_optimizer(config.optimizer, int(config.model.d_model), int(config.num_train_steps))
     mesh = partitioning.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})

@@ -97,7 +97,7 @@ def test_vaswani_table3_rows_match_the_paper(tmp_path, capsys):
     rows = {r.name: r for r in sweep.table_rows()}
     assert {name: (r.paper["ppl"], r.paper["bleu"]) for name, r in rows.items()} == TABLE3
     o = {j.name: dict(j.own_overrides) for j in jobs}
-    assert all(dict(j.overrides)["eval_bleu_beam_size"] == 4 for j in jobs)  # the paper's beam search
+    assert all(dict(j.overrides)["evals.bleu.beam_size"] == 4 for j in jobs)  # the paper's beam search
     assert o["base"] == {}
     # (A): heads at constant compute, d_k = d_model / h (head_dim left to follow).
     heads = [o[n]["model.num_heads"] for n in ("A_h1", "A_h4", "A_h16", "A_h32")]

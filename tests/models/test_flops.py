@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_vs_transformer import config_args
+from bert_vs_transformer import config_args, tasks
 from bert_vs_transformer.models import bert, flops, transformer
 from bert_vs_transformer.models.model_config import ModelConfig
 
@@ -121,23 +121,23 @@ def test_transformer_dense_part_equals_six_n_t_from_the_flax_model():
 
 def test_step_flops_from_configs():
     tcfg = config_args.load("configs/transformer.py:tiny")
-    m = ModelConfig.from_dict(dict(tcfg.model))
+    m = ModelConfig.from_config(tcfg)
     n = tcfg.data.max_len
-    assert flops.step_flops(tcfg, 4) == flops.transformer_step_flops(m, 4, n, n)
+    assert tasks.get_task(tcfg).step_flops(4) == flops.transformer_step_flops(m, 4, n, n)
 
     bcfg = config_args.load("configs/bert.py:tiny")
-    m = ModelConfig.from_dict(dict(bcfg.model))
+    m = ModelConfig.from_config(bcfg)
     seq, preds = bcfg.data.max_seq_len, bcfg.data.max_predictions_per_seq  # tiny: 64, 10
-    assert flops.step_flops(bcfg, 4) == flops.bert_step_flops(m, 4, seq, preds)
+    assert tasks.get_task(bcfg).step_flops(4) == flops.bert_step_flops(m, 4, seq, preds)
     bcfg.task = "classification"
     bcfg.num_labels = 3
-    assert flops.step_flops(bcfg, 4) == flops.classification_step_flops(m, 4, seq, 3)
+    assert tasks.get_task(bcfg).step_flops(4) == flops.classification_step_flops(m, 4, seq, 3)
 
 
 def test_bert_base_magnitude():
     # ~6 * 85M encoder params * 128 tokens ~ 65 GFLOPs per sequence, plus attention and MLM.
     bcfg = config_args.load("configs/bert.py:base")
-    per_seq = flops.step_flops(bcfg, 1)
+    per_seq = tasks.get_task(bcfg).step_flops(1)
     assert 6.5e10 < per_seq < 8e10
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from bert_vs_transformer import config_args
-from bert_vs_transformer.training import members
+from bert_vs_transformer.training import member_group, members
+from bert_vs_transformer.training import run_loading
 
 TINY_MODEL = dict(d_model=32, num_heads=2, d_ff=64, num_encoder_layers=1)
 STEPS = 4
@@ -40,7 +41,7 @@ def _records(path):
 def _params(workdir):
     from bert_vs_transformer.evaluation import translation as translation_eval
 
-    _, params, _ = translation_eval.load_run(str(workdir))
+    _, params, _ = run_loading.load_run(str(workdir))
     return params
 
 
@@ -76,7 +77,7 @@ def test_parse_members():
 def test_stack_batches_pads_to_the_widest():
     a = {"input_ids": np.array([[5, 6, 0]], np.int32), "label": np.array([1], np.int32)}
     b = {"input_ids": np.array([[7, 8, 9, 4, 0]], np.int32), "label": np.array([0], np.int32)}
-    out = members.stack_batches([a, b])
+    out = member_group.stack_batches([a, b])
     assert out["input_ids"].shape == (2, 1, 5) and out["label"].shape == (2, 1)
     np.testing.assert_array_equal(out["input_ids"][0, 0], [5, 6, 0, 0, 0])
     np.testing.assert_array_equal(out["input_ids"][1, 0], [7, 8, 9, 4, 0])

@@ -117,9 +117,10 @@ def test_sigterm_then_rerun_matches_uninterrupted(reference, tmp_path):
     _wait_for(lambda: _logged_steps(workdir) >= 3, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-3000:]
     k = max(_losses(workdir))
     assert k < STEPS, "the signal arrived after the run finished; nothing was tested"
+    assert proc.returncode == 143, err[-3000:]  # 128 + SIGTERM: cut, not finished (launchers requeue)
+    assert f"stopped: stopped by SIGTERM at step {k}" in err and "Traceback" not in err, err[-3000:]
     assert _complete_checkpoints(workdir)[-1] == k, "no checkpoint at the preempted step"
 
     rerun = _run(_cmd(workdir))
@@ -187,7 +188,7 @@ def test_two_processes_match_one(tmp_path):
 @pytest.mark.parametrize("service", [True, False], ids=["preemption_service", "all_gather"])
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path, service):
     """Multi-host preemption: only process 1 gets SIGTERM; both finish the same step, save one
-    checkpoint there together and exit cleanly. With JAX's preemption service (the default) the
+    checkpoint there together and exit with 143. With JAX's preemption service (the default) the
     coordination service picks the step; without it the flag is all-gathered every step."""
     workdir, steps = str(tmp_path), 400
     port = _free_port()
@@ -205,7 +206,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path, servic
     errs = []
     for p in procs:
         _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err[-3000:]
+        assert p.returncode == 143, err[-3000:]  # both: cut by SIGTERM after saving
         errs.append(err)
     k = max(_losses(workdir))
     assert k < steps, "the signal arrived after the run finished; nothing was tested"
@@ -236,14 +237,56 @@ def test_bad_config_fails_fast_with_one_line(tmp_path, overrides, expected):
     assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints", "1"))
 
 
-def test_workdir_of_a_different_model_is_refused(tmp_path):
+def _tree(workdir):
+    """Every file under workdir with its size and modification time."""
+    out = {}
+    for dirpath, _, files in os.walk(workdir):
+        for f in files:
+            st = os.stat(os.path.join(dirpath, f))
+            out[os.path.relpath(os.path.join(dirpath, f), workdir)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_workdir_of_a_different_model_is_refused_and_a_finished_run_is_left_alone(tmp_path):
     workdir = str(tmp_path)
     first = _run(_cmd(workdir, steps=1, ckpt_every=1))
     assert first.returncode == 0, first.stderr[-3000:]
+    before = _tree(workdir)
     proc = _run(_cmd(workdir, "--config.model.d_model=48", steps=2), timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "different model" in proc.stderr and "model.d_model" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+    assert _tree(workdir) == before, "a refused run wrote into the workdir"
+    again = _run(_cmd(workdir, steps=1, ckpt_every=1), timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already holds the finished run (checkpoint at step 1 of 1): nothing to do" in again.stderr
+    assert _tree(workdir) == before, "rerunning a finished run wrote into the workdir"
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    """Truncated array files in the newest checkpoint: the rerun says which step it skipped and why,
+    keeps it as <step>.unreadable and resumes from the one before."""
+    workdir = str(tmp_path)
+    first = _run(_cmd(workdir, "--config.stop_at_step=4", steps=6, ckpt_every=2))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert _complete_checkpoints(workdir) == [2, 4]
+    # the array data files (OCDBT keeps them under state/d and state/ocdbt.process_*/d), cut in half
+    files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(workdir, "checkpoints", "4", "state"))
+             for f in fs if os.path.basename(d) == "d"]
+    assert files
+    biggest = max(files, key=os.path.getsize)
+    size = os.path.getsize(biggest)
+    for path in files:
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    rerun = _run(_cmd(workdir, steps=6, ckpt_every=2))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "checkpoint step 4 of" in rerun.stderr and "cannot be read" in rerun.stderr, rerun.stderr[-3000:]
+    assert "resumed from step 2" in rerun.stderr
+    kept = os.path.join(workdir, "checkpoints", "4.unreadable", "state", os.path.relpath(biggest, os.path.join(
+        workdir, "checkpoints", "4", "state")))
+    assert os.path.getsize(kept) == size // 2, "the unreadable checkpoint was not kept as it was"
+    assert _complete_checkpoints(workdir)[-1] == 6 and sorted(_losses(workdir)) == list(range(1, 7))
 
 
 def _read_tensorboard_scalars(directory):
@@ -344,7 +387,8 @@ def test_tiny_multi30k_trains_on_real_data(tmp_path):
 _SLOW_STEPS_DRIVER = r"""
 import json, os, signal, sys, threading, time
 import jax, jax.numpy as jnp
-from bert_vs_transformer import config_args, train, train_step
+from bert_vs_transformer import config_args
+from bert_vs_transformer.training import loop, preemption, train_step
 
 compile_train_step = train_step.compile_train_step
 dispatched = []  # each step's loss, in dispatch order
@@ -387,7 +431,10 @@ for k in sys.argv[3:]:
     sender = threading.Thread(target=send_when_computed, args=(signal_at, out), daemon=True)
     sender.start()
     workdir = os.path.join(sys.argv[2], k)
-    train.train_and_evaluate(config, workdir)
+    try:
+        loop.train_and_evaluate(config, workdir)
+    except preemption.Preempted:
+        pass
     sender.join(timeout=30)
     out["checkpoints"] = sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())
     results[k] = out
