@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from bert_vs_transformer.data import (
+    lm_pipeline,
     pipelines,
     pretraining_pipeline,
     synthetic,
@@ -50,6 +51,7 @@ register("translation", Pipeline(pipelines.train_iterator, pipelines.eval_batche
 register("classification", Pipeline(pipelines.train_iterator, pipelines.eval_batches, pipelines.wordpiece_tokenizer))
 register("pretraining", Pipeline(pretraining_pipeline.train_iterator, pretraining_pipeline.eval_batches,
                                  pretraining_pipeline.tokenizer, save_vocab=pretraining_pipeline.save_learned_vocab))
+register("lm", Pipeline(lm_pipeline.train_iterator, lm_pipeline.eval_batches, lm_pipeline.tokenizer))
 
 
 def is_synthetic(config) -> bool:

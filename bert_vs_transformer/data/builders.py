@@ -9,6 +9,8 @@
 | `mrpc`               | `bvt_glue/mrpc`           | train 3,668 · validation 408 (carved from the training file) |
 | `rte`                | `bvt_glue/rte`            | train 2,490 · validation 277                           |
 | `pretraining_corpus` | `bvt_pretraining_corpus`  | train (documents) · validation (PTB valid documents)   |
+| `ptb`                | `bvt_lm_text/ptb`         | train 42,068 · validation 3,370 · test 3,761 (lines)   |
+| `wikitext2`          | `bvt_lm_text/wikitext2`   | train · validation 2,461 · test 2,891 (non-empty lines; train only with internet) |
 
 tfds names carry a `bvt_` prefix because tfds already registers `glue`. Raw files come from
 `$BVT_DATA_DIR` (checked against recorded sha256 sums) or are downloaded; see `sources.py`.
@@ -36,7 +38,8 @@ never crosses a document boundary):
   datasets have. No GLUE dev data enters the corpus.
 - validation split: PTB valid in chunks of 20 lines (held out from the train split).
 
-Text is stored as it is in the files (PTB/WikiText keep their `<unk>` tokens).
+Text is stored as it is in the files (PTB/WikiText keep their `<unk>` tokens). The language-modelling
+text (`ptb`, `wikitext2`) is one example per non-empty line, in file order.
 """
 
 from __future__ import annotations
@@ -311,6 +314,54 @@ class BvtPretrainingCorpus(tfds.core.GeneratorBasedBuilder):
             yield i, {"idx": i, "source": source, "sentences": sentences}
 
 
+@dataclasses.dataclass
+class LmTextConfig(tfds.core.BuilderConfig):
+    files: tuple[tuple[str, str], ...] = ()  # (split, raw file) pairs
+    blank_lines: bool = False  # the files separate paragraphs with blank lines (not counted as bad)
+
+
+class BvtLmText(tfds.core.GeneratorBasedBuilder):
+    """Running text for language modelling: PTB (Mikolov et al. 2010's version of the Penn Treebank)
+    and WikiText-2 (Merity et al. 2016), one example per non-empty line."""
+
+    code_path = tfds.core.utils.classproperty(classmethod(_code_path))
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "PTB and WikiText-2 train/validation/test, one line per example."}
+    BUILDER_CONFIGS = [
+        LmTextConfig(name="ptb", description="Penn Treebank, Mikolov's LM version (10k words, <unk>)",
+                     files=(("train", "ptb/ptb.train.txt"), ("validation", "ptb/ptb.valid.txt"),
+                            ("test", "ptb/ptb.test.txt"))),
+        LmTextConfig(name="wikitext2", description="WikiText-2 v1, tokenised, with <unk>",
+                     files=(("train", "wikitext2/train.txt"), ("validation", "wikitext2/valid.txt"),
+                            ("test", "wikitext2/test.txt")), blank_lines=True),
+    ]
+
+    def __init__(self, *, raw_data_dir: str | None = None, **kwargs):
+        self._raw_data_dir = raw_data_dir
+        super().__init__(**kwargs)
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"{self.builder_config.description}: one example per non-empty line, in file order.",
+            features=tfds.features.FeaturesDict({"idx": np.int32, "text": tfds.features.Text()}),
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager):
+        cfg = self.builder_config
+        files = sources.fetch([rel for _, rel in cfg.files], dl_manager, _raw_dir_of(self))
+        return {split: self._generate_examples(split, rel, files[rel]) for split, rel in cfg.files}
+
+    def _generate_examples(self, split, rel, path):
+        lines, st = sources.read_lines(path, name=rel)
+        _metadata_stats(self, split, st, expected_empty=self.builder_config.blank_lines)
+        for i, text in lines:
+            yield i, {"idx": i, "text": text}
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry.
 
@@ -319,7 +370,7 @@ class BvtPretrainingCorpus(tfds.core.GeneratorBasedBuilder):
 class DatasetSpec:
     builder_cls: type
     config: str | None
-    kind: str  # translation | classification | pretraining
+    kind: str  # translation | classification | pretraining | lm
     expected: dict[str, int]  # examples per split (checked by the tests)
     fields: tuple[str, ...]  # text fields
 
@@ -336,16 +387,24 @@ REGISTRY: dict[str, DatasetSpec] = {
     "mrpc": DatasetSpec(BvtGlue, "mrpc", "classification", {"train": 3668, "validation": 408}, ("sentence1", "sentence2")),
     "rte": DatasetSpec(BvtGlue, "rte", "classification", {"train": 2490, "validation": 277}, ("sentence1", "sentence2")),
     "pretraining_corpus": DatasetSpec(BvtPretrainingCorpus, None, "pretraining", {}, ("sentences",)),
+    "ptb": DatasetSpec(BvtLmText, "ptb", "lm", {"train": 42068, "validation": 3370, "test": 3761}, ("text",)),
+}
+# Datasets with a raw file that ../shared/data does not stage (sources.UNSTAGED): generated only where
+# the builder can download it, so they stay out of REGISTRY (which the tests generate offline).
+DOWNLOAD_ONLY: dict[str, DatasetSpec] = {
+    "wikitext2": DatasetSpec(BvtLmText, "wikitext2", "lm", {}, ("text",)),
 }
 _NAME_ALIASES = {"glue/sst2": "sst2", "glue/cola": "cola", "glue/stsb": "stsb", "glue/mrpc": "mrpc",
-                 "glue/rte": "rte", "sst-2": "sst2", "sts-b": "stsb", "corpus": "pretraining_corpus"}
+                 "glue/rte": "rte", "sst-2": "sst2", "sts-b": "stsb", "corpus": "pretraining_corpus",
+                 "wikitext-2": "wikitext2"}
 
 
 def spec(name: str) -> DatasetSpec:
     key = _NAME_ALIASES.get(name.lower(), name.lower())
-    if key not in REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(REGISTRY)}")
-    return REGISTRY[key]
+    known = {**REGISTRY, **DOWNLOAD_ONLY}
+    if key not in known:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(known)}")
+    return known[key]
 
 
 def canonical_split(split: str) -> str:

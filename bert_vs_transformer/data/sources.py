@@ -10,7 +10,10 @@ the dataset's PROVENANCE.md (see `../shared/data`). Files come from one of two p
   `downloads/`) and gunzipped where the URL serves a `.gz`.
 
 Either way the final (decompressed) file is checked against the recorded sha256: a mismatch is a
-`ChecksumError` naming the file. The URLs point at the exact commits PROVENANCE.md records, so a
+`ChecksumError` naming the file. Files ../shared/data does not stage (`UNSTAGED`: WikiText-2's
+train.txt, over its 4 MiB limit) have no recorded sha256; they are checked against their git blob
+id in the source commit's tree instead, and a run without internet refuses them with a one-line
+`MissingFileError` naming the file. The URLs point at the exact commits PROVENANCE.md records, so a
 download reproduces the recorded bytes (the Multi30k URLs are its official repository,
 `multi30k/dataset` data/task1/raw). GLUE's own zips (dl.fbaipublicfiles.com) are not used: their
 bytes were never recorded here, and MRPC's dev ids are not in them anyway.
@@ -57,6 +60,7 @@ class RawFile(NamedTuple):
     num_lines: int  # `wc -l` as recorded
     url: str  # where a machine with internet fetches it
     gzipped: bool = False  # the URL serves gzip; the recorded sha256 is of the gunzipped bytes
+    git_blob: str = ""  # the file's git blob id at the URL's commit; checks a file whose sha256 is ""
 
 
 _M30K = "https://raw.githubusercontent.com/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/"
@@ -93,10 +97,29 @@ FILES: dict[str, RawFile] = {
         # Unlabelled English.
         RawFile("ptb/ptb.train.txt", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf", 42068, _PTB + "ptb.train.txt.gz", True),
         RawFile("ptb/ptb.valid.txt", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2", 3370, _PTB + "ptb.valid.txt.gz", True),
+        RawFile("ptb/ptb.test.txt", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0", 3761, _PTB + "ptb.test.txt.gz", True),
         RawFile("wikitext2/valid.txt", "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8", 3760, _WT2 + "valid.txt"),
         RawFile("wikitext2/test.txt", "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0", 4358, _WT2 + "test.txt"),
     ]
 }
+
+# Official files ../shared/data does not stage: no sha256 or line count was recorded for them; the
+# git blob id is `git ls-tree` of the URL's commit (valid.txt and test.txt there match the staged ones).
+UNSTAGED: dict[str, RawFile] = {
+    f.relpath: f
+    for f in [
+        RawFile("wikitext2/train.txt", "", 0, _WT2 + "train.txt", git_blob="2d84b35af79e411d73ea7cae83c73964c6ac83b4"),
+    ]
+}
+
+
+def raw_file(relpath: str) -> RawFile:
+    """The record of raw file `relpath` (a key of FILES or UNSTAGED)."""
+    if relpath in FILES:
+        return FILES[relpath]
+    if relpath in UNSTAGED:
+        return UNSTAGED[relpath]
+    raise KeyError(f"{relpath}: not a recorded raw file")
 
 
 def default_data_dir() -> str | None:
@@ -107,6 +130,15 @@ def default_data_dir() -> str | None:
 
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_blob_id(path: str) -> str:
+    """What `git hash-object` prints: sha1 of b"blob <size>\\0" followed by the file's bytes."""
+    h = hashlib.sha1(f"blob {os.path.getsize(path)}\0".encode())
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -124,14 +156,26 @@ def verify(path: str, expected_sha256: str, name: str | None = None) -> None:
         )
 
 
+def verify_raw(path: str, raw: RawFile) -> None:
+    """Checks `path` against raw's sha256, or its git blob id where no sha256 was recorded."""
+    if raw.sha256:
+        verify(path, raw.sha256, raw.relpath)
+        return
+    actual = git_blob_id(path)
+    if actual != raw.git_blob:
+        raise ChecksumError(f"{raw.relpath}: git blob id mismatch for {path}: got {actual}, expected {raw.git_blob} "
+                            f"(the file at {raw.url})")
+    logging.info("%s: git blob %s verified; sha256 %s (not recorded)", raw.relpath, actual, sha256_file(path))
+
+
 def _how_to_get(raw: RawFile) -> str:
     step = f"download {raw.url}" + (" and gunzip it" if raw.gzipped else "")
     return f"{step}, or unset {DATA_DIR_ENV} to let the builder download it"
 
 
 def local_file(relpath: str, data_dir: str | None = None, *, check: bool = True) -> str:
-    """The verified path of raw file `relpath` (a key of FILES) under `data_dir` / $BVT_DATA_DIR."""
-    raw = FILES[relpath]
+    """The verified path of raw file `relpath` (see raw_file) under `data_dir` / $BVT_DATA_DIR."""
+    raw = raw_file(relpath)
     root = data_dir or default_data_dir()
     if root is None:
         raise MissingFileError(f"{relpath}: no data dir given and ${DATA_DIR_ENV} is not set")
@@ -142,7 +186,7 @@ def local_file(relpath: str, data_dir: str | None = None, *, check: bool = True)
             f"to get it, {_how_to_get(raw)}."
         )
     if check:
-        verify(path, raw.sha256, relpath)
+        verify_raw(path, raw)
     return path
 
 
@@ -157,10 +201,15 @@ def fetch(relpaths: Sequence[str], dl_manager=None, data_dir: str | None = None)
             f"{list(relpaths)}: ${DATA_DIR_ENV} is not set and no download manager was given "
             "(set it to a folder laid out as ../shared/data)"
         )
-    downloaded = dl_manager.download({r: FILES[r].url for r in relpaths})
     out = {}
     for relpath in relpaths:
-        raw, path = FILES[relpath], os.fspath(downloaded[relpath])
+        raw = raw_file(relpath)
+        try:
+            path = os.fspath(dl_manager.download(raw.url))
+        except Exception as e:  # noqa: BLE001  (no network, HTTP errors: tfds raises many kinds)
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise MissingFileError(f"{relpath}: not local (${DATA_DIR_ENV} is not set) and its download from "
+                                   f"{raw.url} failed: {reason}") from None
         if raw.gzipped:
             target = path + ".gunzipped"
             if not os.path.isfile(target):
@@ -168,7 +217,7 @@ def fetch(relpaths: Sequence[str], dl_manager=None, data_dir: str | None = None)
                     shutil.copyfileobj(src, dst)
                 os.replace(target + ".tmp", target)
             path = target
-        verify(path, raw.sha256, relpath)
+        verify_raw(path, raw)
         out[relpath] = path
     return out
 

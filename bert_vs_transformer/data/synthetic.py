@@ -59,11 +59,20 @@ def _classification(config, rng, b: int, vocab: int) -> dict[str, np.ndarray]:
     return batch
 
 
+def _lm(config, rng, b: int, vocab: int) -> dict[str, np.ndarray]:
+    """Blocks of arithmetic sequences (random start and stride mod the vocabulary): learnable next tokens."""
+    seq = int(config.data.max_seq_len)
+    start, stride = rng.integers(0, vocab - 3, size=(b, 1)), rng.integers(1, 5, size=(b, 1))
+    ids = (3 + (start + stride * np.arange(seq + 1)[None, :]) % (vocab - 3)).astype(np.int32)
+    return {"input_ids": ids[:, :-1], "targets": ids[:, 1:]}
+
+
 # config.task -> fn(config, rng, batch_size, vocab_size) -> a global batch of that task's fields
 GENERATORS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
     "translation": _translation,
     "pretraining": _pretraining,
     "classification": _classification,
+    "lm": _lm,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bert_vs_transformer.tasks.base import Task
 from bert_vs_transformer.tasks.classification import ClassificationTask
+from bert_vs_transformer.tasks.lm import LMTask
 from bert_vs_transformer.tasks.pretraining import PretrainingTask
 from bert_vs_transformer.tasks.translation import TranslationTask
 
@@ -16,6 +17,7 @@ TASKS = {
     "translation": TranslationTask,
     "pretraining": PretrainingTask,
     "classification": ClassificationTask,
+    "lm": LMTask,
 }
 
 
