@@ -32,8 +32,10 @@ setup(
     extras_require={
         "test": ["pytest", "hypothesis", "matplotlib"],
         "experiments": ["matplotlib"],  # experiments.report plots
-        # Independent implementations the parity tests compare against. torch is pinned:
-        # the CPU wheel of exactly this version installs offline here; others pull CUDA builds.
+        # Independent implementations the parity tests compare against. torch is pinned to the
+        # version the parity tests were measured with; install its CPU wheel first
+        # (pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu), or pip
+        # pulls a CUDA build.
         "parity": [
             "torch==2.13.0",
             "transformers",

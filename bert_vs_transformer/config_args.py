@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any, Mapping
+import re
+from typing import Any, Mapping, Sequence
+
+from absl import flags
+from ml_collections.config_flags import config_flags
 
 from bert_vs_transformer.models.model_config import ModelConfig
 
@@ -75,3 +79,61 @@ def model_config(spec: str, **overrides):
     return cfg.replace(**overrides) if overrides else cfg
 
 
+class FlagError(ValueError):
+    """A bad flag, config file, config variant or --config.* override, as a one-line message."""
+
+
+def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
+    """absl's flag parsing (as app.run's flags_parser); a mistake raises FlagError naming the flag or file."""
+    try:
+        rest = flag_values(argv)
+    except SyntaxError as e:  # a config file that is not valid Python
+        raise FlagError(f"{e.filename}:{e.lineno}: {e.msg}: the config file is not valid Python") from e
+    except flags.Error as e:
+        raise FlagError(_flag_error_line(str(e))) from e
+    except OSError as e:  # an override applied to a config file that did not load
+        raise FlagError(_unloaded_line(argv, flag_values, e)) from e
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # raised by config_flags
+        detail = _one_line(str(e.args[0] if isinstance(e, KeyError) and e.args else e))
+        bad = [a for a in argv[1:] if re.match(r"--?\w+\.", a)]
+        if not bad:
+            raise FlagError(f"{_config_given(argv, flag_values)}: {type(e).__name__}: {detail}; a config file "
+                            "defines get_config(arg) returning a ConfigDict") from e
+        field = re.fullmatch(r"""['"]*([\w.]+)['"]*""", detail)
+        problem = f"no such field {field.group(1)!r}" if field else f"wrong type or value: {detail}"
+        raise FlagError(f"bad config override among {bad}: {problem}; check the field's name and type in the "
+                        "config file") from e
+    for name in list(flag_values):  # config_flags keeps a file it could not load as an _ErrorConfig value
+        value = flag_values[name].value
+        if config_flags.is_config_flag(flag_values[name]) and type(value).__name__ == "_ErrorConfig":
+            raise FlagError(_unloaded_line(argv, flag_values, vars(value).get("_error", "unreadable")))
+    return rest
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.replace("\\n", " ").replace("\\'", "'").split())
+
+
+def _flag_error_line(text: str) -> str:
+    """absl's message; a config file's get_config error keeps its last line (the exception), not the traceback."""
+    m = re.match(r"flag (--[^=]+)=(.*?): Error whilst parsing config file:", text, re.S)
+    if not m:
+        if re.match(r"flag --\w+\.", text):
+            return _one_line(text) + "; pass a value of the field's type (see the config file)"
+        return _one_line(text) + ("; --helpfull lists the flags" if text.startswith("Unknown command line flag") else "")
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    return f"{m.group(1)}={m.group(2)}: {last}; check the config file and its variant (configs/<file>.py:<variant>)"
+
+
+def _unloaded_line(argv: Sequence[str], flag_values: flags.FlagValues, error: BaseException | str) -> str:
+    """A config file that could not be read (config_flags defers that error to the config's first use)."""
+    reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+    return (f"{_config_given(argv, flag_values)}: config file not loaded ({reason}); pass an existing file, "
+            "e.g. configs/transformer.py:tiny (a relative path is taken from the working directory)")
+
+
+def _config_given(argv: Sequence[str], flag_values: flags.FlagValues) -> str:
+    """The last --<config flag>=<file> argument of argv."""
+    names = [n for n in flag_values if config_flags.is_config_flag(flag_values[n])]
+    given = [a for a in argv[1:] if any(re.match(rf"--?{n}=", a) for n in names)]
+    return given[-1] if given else "the config file"

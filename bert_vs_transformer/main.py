@@ -14,12 +14,15 @@ scheduler requeues it and the rerun resumes.
 from __future__ import annotations
 
 import logging as pylogging
+import os
 import sys
+import traceback
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from bert_vs_transformer import config_args
 from bert_vs_transformer.training import distributed, loop, preemption
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/<family>.py:<args>).", lock_config=True)
@@ -27,6 +30,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of a refused config, workdir or data too.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -44,29 +48,34 @@ def main(argv):
         logging.get_absl_handler().addFilter(_QuietLibraries())
     distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _CONFIG.value
+    if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+        _refuse(f"--workdir={_WORKDIR.value} is a file, not a directory; pass a new or existing directory")
     logging.info("devices: %d x %s, processes: %d", jax.device_count(), jax.devices()[0].device_kind, jax.process_count())
     try:
         loop.train_and_evaluate(config, _WORKDIR.value)
     except loop.ConfigError as e:  # refused before anything was written
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(e, e.__cause__ or e.__context__ or e)
     except preemption.Preempted as e:  # saved; the exit status says it was cut (SLURM requeues on it)
         print(f"stopped: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
 
 
+def _refuse(message, error: BaseException | None = None, verbose: bool | None = None):
+    """Exits with status 2 after one line `error: ...` on stderr (and, with --verbose, `error`'s traceback)."""
+    if verbose is None:
+        verbose = _VERBOSE.value or logging.get_verbosity() >= logging.DEBUG
+    if error is not None and verbose:
+        traceback.print_exception(error)
+    print("error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def _parse_flags(argv):
-    """absl's flag parsing, with config-override mistakes reported as one line."""
+    """absl's flag parsing, with a bad flag, config file, variant or override reported as one line."""
     try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except (AttributeError, KeyError, TypeError, ValueError) as e:  # raised by config_flags overrides
-        bad = [a for a in argv[1:] if a.startswith("--config.")]
-        detail = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "")
-        print(f"error: bad config override among {bad}: no such field or wrong type: {detail}", file=sys.stderr)
-        sys.exit(2)
+        return config_args.parse_flags(argv)
+    except config_args.FlagError as e:
+        _refuse(e, e, any(a in ("--verbose", "--verbose=true", "--verbose=1") for a in argv))
 
 
 def run():

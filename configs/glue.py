@@ -173,7 +173,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.batch_size = batch  # sequences per step (global)
     d.eval_batch_size = 0  # sequences per dev batch; 0 = batch_size
     d.train_split = "train"  # the split trained on
-    d.eval_split = "validation"  # GLUE dev (MRPC: the 408 pairs carved as data/README.md says)
+    d.eval_split = "validation"  # GLUE dev (MRPC: the 408 pairs carved as docs/data.md says)
     d.tfds_data_dir = ""  # generated tfds datasets; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     d.num_threads = 2  # grain threads preparing batches ahead (0 = in the training thread)
     return config

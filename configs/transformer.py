@@ -17,14 +17,13 @@ VARIANTS = {
     # Multi30k has 29k short pairs (~13 words): base (65M) overfits it. This is the small model
     # Wu et al. (ACL 2021, "Good for misconceived reasons") found best on it (4 layers, d 128,
     # ff 256, 4 heads; ~41 BLEU on test2016 en-de) with dropout 0.1 instead of their 0.3, by
-    # measurement (experiments/results/h200_2026-11-26): with 0.3 it learns slowly (val PPL 40.7 at
-    # step 1000, 23.3 at 2500; test lc BLEU 10.8 at 2500), with 0.1 val PPL is 19.7 at 1000 and
-    # flat near 6.0 from step 5000 (training loss still falling: it starts to overfit there), test
-    # lc BLEU 38.9 at step 8000 and 40.1 for the last-5 average (README, Translation; 3.4 h on a
-    # 2-core CPU). 0.2 is not measured.
+    # measurement: with 0.3 it learns slowly (val PPL 40.7 at step 1000, 23.3 at 2500; test lc
+    # BLEU 10.8 at 2500), with 0.1 val PPL is 19.7 at 1000 and flat near 6.0 from step 5000
+    # (training loss still falling: it starts to overfit there), test lc BLEU 38.9 at step 8000
+    # and 40.1 for the last-5 average (3.4 h on a 2-core CPU; docs/results.md). 0.2 is not measured.
     "multi30k": dict(num_layers=4, d_model=128, d_ff=256, num_heads=4, dropout=0.1, vocab_size=8000),
 }
-STEPS = {"tiny": 200, "base": 100_000, "big": 300_000, "multi30k": 8_000}
+STEPS = {"tiny": 100, "base": 100_000, "big": 300_000, "multi30k": 8_000}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -41,8 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     small = args["variant"] in ("tiny", "multi30k")
     config.num_train_steps = STEPS[args["variant"]]  # base/big: Sec. 5.2
     config.log_every_steps = 10 if args["variant"] == "tiny" else 100
-    config.eval_every_steps = 100 if args["variant"] == "tiny" else (500 if small else 5_000)
-    config.checkpoint_every_steps = 100 if args["variant"] == "tiny" else (500 if small else 5_000)
+    config.eval_every_steps = 50 if args["variant"] == "tiny" else (500 if small else 5_000)
+    config.checkpoint_every_steps = 50 if args["variant"] == "tiny" else (500 if small else 5_000)
     config.label_smoothing = 0.1  # epsilon_ls (Sec. 5.4)
     config.keep_checkpoints = 5  # the last 5 are averaged for the final model (Sec. 6.1)
     config.stop_at_step = 0  # >0: stop (evaluate, checkpoint) at this step of the num_train_steps schedule
@@ -54,7 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.evals = ml_collections.ConfigDict({
         "validation": {"type": "loss", "split": "", "every_steps": -1},  # eval_nll, eval_perplexity, ...
         "bleu": {  # sacreBLEU of the decoded split: eval_bleu, eval_bleu_lowercase, eval_chrf
-            "type": "bleu", "split": "", "every_steps": -1,
+            # tiny: decode once, after the last step (decoding the split costs about as much as its 100 steps)
+            "type": "bleu", "split": "", "every_steps": STEPS["tiny"] if args["variant"] == "tiny" else -1,
             "beam_size": 0,  # 0 = greedy during training; the final test score uses beam 4
             "alpha": 0.6,  # length penalty (Sec. 6.1)
             "max_examples": 0,  # 0 = the whole split

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint_every", type=int, default=1000, help="steps between state saves (0 = only on "
                         "SIGTERM/SIGINT and --stop_after_steps)")
     parser.add_argument("--stop_after_steps", type=int, default=0, help="save the state and exit (code 3) after this "
-                        "step: a run split over several sessions")
+                        "step: a run split into several pieces")
     args = parser.parse_args(argv)
     if not args.data_dir:
         parser.error("set --data_dir or $BVT_DATA_DIR (the folder holding glue/SST-2/)")

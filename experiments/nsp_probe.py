@@ -72,7 +72,6 @@ def main(argv=None) -> None:
     import jax.numpy as jnp
 
     from bert_vs_transformer import tasks
-    from bert_vs_transformer.evaluation import translation as translation_eval
     from bert_vs_transformer.models import bert
     from bert_vs_transformer.data import records, wordpiece
 

@@ -1,10 +1,10 @@
 """Batches per second of BERT pretraining's input pipeline alone (no model): is it under the step rate?
 
-    BVT_DATA_DIR=../shared/data python -m experiments.pretraining_input_speed            # the small BERT's, lease 4's
+    BVT_DATA_DIR=../shared/data python -m experiments.pretraining_input_speed            # the small BERT (4/512), batch 256 x 128
     BVT_DATA_DIR=../shared/data python -m experiments.pretraining_input_speed --workers=2
 
 The config is `configs/bert.py:<variant>` with the learned 8k vocabulary, dupe_factor 4 and dynamic
-masking, as launch/gpu_lease/driver.py pretrains it; prints batches/s and tokens/s after a warm-up.
+masking, as experiments/results/small_bert_pretraining was pretrained; prints batches/s and tokens/s after a warm-up.
 """
 
 from __future__ import annotations

@@ -8,6 +8,12 @@ Writes <out>/<sweep>.md and <out>/<sweep>_*.png (out: <root>/<sweep>/report) and
 markdown. A cell is the run's last logged value of the metric (its final evaluation); a row fed by
 several runs (a learning-rate grid) shows the best of them and names it. `*` marks a value from an
 unfinished run, `-` a run without a value yet.
+
+The committed results (experiments/results/<experiment>/, see experiments/result_tables.py):
+
+    python -m experiments.report --all [--only=a,b] [--plots]   # rewrite every tables.md from its folder's files
+    python -m experiments.report --all --check                   # exit 1 if a committed tables.md differs
+    python -m experiments.report --unpack=<experiment> --out=DIR # its runs as DIR/<run>/{config.json,metrics.jsonl}
 """
 
 from __future__ import annotations
@@ -270,13 +276,27 @@ def report(sweep: Sweep, root: str, out_dir: str | None = None, plots: bool = Tr
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.split("\n")[0])
-    parser.add_argument("sweep", help="experiments/<name>.py[:args]")
+    parser.add_argument("sweep", nargs="?", default="", help="experiments/<name>.py[:args]")
+    parser.add_argument("--all", action="store_true",
+                        help="render every experiments/results/<experiment>/tables.md from its folder's files")
+    parser.add_argument("--check", action="store_true", help="with --all: compare instead of writing (exit 1 if any differs)")
+    parser.add_argument("--only", default="", help="with --all: comma-separated experiment folders")
+    parser.add_argument("--plots", action="store_true", help="with --all: also the PNG curves (matplotlib)")
+    parser.add_argument("--unpack", default="", metavar="EXPERIMENT",
+                        help="write that results folder's runs as --out/<run>/{config.json,metrics.jsonl}")
     parser.add_argument("--root", default=None, help="workdir root (default $BVT_SWEEP_ROOT or workdirs/)")
     parser.add_argument("--out", default=None, help="output folder (default <root>/<sweep>/report)")
     parser.add_argument("--no_plots", action="store_true", help="markdown only (no matplotlib needed)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="the --set overrides the sweep was run with (repeatable), as experiments.run")
     args = parser.parse_args(argv)
+    if args.all or args.unpack:
+        from experiments import result_tables
+
+        only = [x for x in args.only.split(",") if x]
+        return result_tables.run(result_tables.RESULTS, only, args.check, args.plots, args.unpack, args.out or "")
+    if not args.sweep:
+        parser.error("give a sweep (experiments/<name>.py), or --all, or --unpack")
     try:
         sweep = load_sweep(args.sweep)
         extra = dict(parse_set(s) for s in args.set)

@@ -2,12 +2,14 @@
 
     python -m experiments.run experiments/<name>.py[:args] [--only=PATTERN[,PATTERN]] [--dry_run]
         [--launcher=local|tpu|slurm] [--root=DIR] [--set=field=value ...] [launcher options]
+    python -m experiments.run experiments/<name>.py --concurrency=2 --deadline=3600   # local launcher
 
 Each run trains in <root>/<sweep>/<run> (root: --root, else $BVT_SWEEP_ROOT, else workdirs/ in the
 checkout). A run is finished when its metrics.jsonl has the last step and a checkpoint at that step
 exists; any other existing workdir is resumed by the same command. Events (skip, start, resume,
 end, submit) are appended to <root>/<sweep>/sweep.jsonl. Before launching, every job's config and
 overrides are checked as main's flag parser would; the dry run prints problems as warnings.
+docs/sweeps.md walks through defining, running, checking and reporting a sweep.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import os
 import sys
 
 from experiments import status as status_lib
-from experiments.sweep import check_job, default_root, load_sweep, parse_set
+from experiments.sweep import ArgumentParser, check_job, default_root, load_sweep, parse_set
 from launch import common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n")[0])
     parser.add_argument("sweep", help="experiments/<name>.py[:args] (or a bare sweep name)")
     parser.add_argument("--only", default="", help="comma-separated run names or glob patterns (rows match too)")
     parser.add_argument("--dry_run", action="store_true", help="print the plan and the exact commands; run nothing")
@@ -52,6 +54,7 @@ def select(jobs, only: str):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_launcher_options(args)
         sweep = load_sweep(args.sweep)
         extra = dict(parse_set(s) for s in args.set)
         root = os.path.abspath(args.root or default_root())
@@ -59,6 +62,9 @@ def main(argv=None) -> int:
         selected = select(jobs, args.only)
     except (ValueError, FileNotFoundError, AttributeError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (SyntaxError, ImportError, TypeError, NameError) as e:  # a sweep file that does not load
+        print(f"error: sweep {args.sweep!r} does not load: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     sweep_dir = os.path.join(root, sweep.name)
     log = common.SweepLog(sweep_dir, enabled=not args.dry_run)
@@ -102,6 +108,17 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _check_launcher_options(args) -> None:
+    """The local launcher's scheduling options mean nothing to the others: refuse them there."""
+    if args.launcher == "local":
+        common.get("local").check_arguments(args)
+    else:
+        given = [f"--{name}" for name in ("concurrency", "deadline") if getattr(args, name) is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)}: for --launcher=local only "
+                             f"({args.launcher} schedules the jobs itself)")
 
 
 def _group(problems: dict[str, str]) -> dict[str, list[str]]:

@@ -11,11 +11,12 @@ prints one JSON line and exits 0 when finished, 1 otherwise (the remote launcher
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
+
+from experiments.sweep import ArgumentParser
 
 NEW, STARTED, PARTIAL, FINISHED = "new", "started", "partial", "finished"
 
@@ -88,7 +89,7 @@ def run_status(workdir: str, total: int | None = None) -> Status:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.status", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m experiments.status", description=__doc__.split("\n")[0])
     parser.add_argument("workdir")
     parser.add_argument("--steps", type=int, default=None, help="num_train_steps (default: DIR/config.json)")
     parser.add_argument("--quiet", action="store_true", help="print nothing, only the exit code")

@@ -14,6 +14,7 @@ for it (launchers order or chain the jobs).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import itertools
@@ -250,7 +251,9 @@ def load_sweep(spec: str) -> Sweep:
     from bert_vs_transformer import config_args
 
     path, _, arg = spec.partition(":")
-    candidates = [path, os.path.join(REPO_ROOT, path), os.path.join(REPO_ROOT, "experiments", path + ".py")]
+    candidates = [path, os.path.join(REPO_ROOT, path)]
+    if not os.path.dirname(path):  # a bare name: experiments/<name>[.py]
+        candidates.append(os.path.join(REPO_ROOT, "experiments", path if path.endswith(".py") else path + ".py"))
     module = config_args.load_module(path, "sweep", candidates)
     if not hasattr(module, "get_sweep"):
         raise AttributeError(f"{module.__file__} defines no get_sweep(arg)")
@@ -266,6 +269,13 @@ def parse_set(item: str) -> tuple[str, str]:
     if not sep or not key:
         raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
     return key, value
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a bad flag or value reported in one line on stderr (exit 2), without the usage."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def default_root() -> str:

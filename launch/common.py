@@ -17,9 +17,11 @@ import shlex
 from typing import Any, Mapping, Sequence
 
 from experiments import status as status_lib
-from experiments.sweep import REPO_ROOT, Job
+from experiments.sweep import REPO_ROOT, ArgumentParser, Job
 
 LAUNCHERS = ("local", "tpu", "slurm")
+# main's exit status after saving on SIGINT / SIGTERM (128 + the signal): a cut run, resumable.
+PREEMPTED_EXIT_CODES = (130, 143)
 
 
 def get(name: str):
@@ -108,7 +110,7 @@ def single_job_main(launcher: str, argv: Sequence[str] | None = None) -> int:
         return 2
     split = argv.index("--")
     ours, main_args = argv[:split], argv[split + 1:]
-    parser = argparse.ArgumentParser(prog=f"python -m launch.{launcher}")
+    parser = ArgumentParser(prog=f"python -m launch.{launcher}")
     parser.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     add_common_arguments(parser)
     module.add_arguments(parser)
@@ -137,9 +139,13 @@ def single_job_main(launcher: str, argv: Sequence[str] | None = None) -> int:
         print(f"# {job.name}: {status.describe()}; nothing to do")
         return 0
     sweep_dir = os.path.dirname(workdir)
-    return module.launch([job], {job.name: status}, args, sweep_dir, SweepLog(sweep_dir, not args.dry_run),
-                         args.dry_run)
+    try:
+        return module.launch([job], {job.name: status}, args, sweep_dir, SweepLog(sweep_dir, not args.dry_run),
+                             args.dry_run)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
-__all__ = ["REPO_ROOT", "LAUNCHERS", "get", "add_common_arguments", "parse_env", "shell_join", "exports",
+__all__ = ["REPO_ROOT", "LAUNCHERS", "PREEMPTED_EXIT_CODES", "get", "add_common_arguments", "parse_env", "shell_join", "exports",
            "status_command", "guarded_command", "git_dirty", "safe_name", "SweepLog", "single_job_main"]

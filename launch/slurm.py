@@ -5,7 +5,8 @@ Each script starts one process per GPU with `srun` on every node. main sees SLUR
 jax.distributed.initialize(): the coordinator is the allocation's first node (set explicitly by
 the script), the process count and index come from SLURM_NTASKS/SLURM_PROCID and each process's
 GPU from SLURM_LOCALID. `--signal=TERM@<s>` makes every process save a checkpoint before the time
-limit; the script then requeues the job, which resumes (up to --slurm_max_requeue times).
+limit (main exits 143); the script then requeues the job while its workdir does not hold the
+finished run, and the requeued job resumes (up to --slurm_max_requeue times).
 
 The dry run prints a runnable shell script: each sbatch script as a here-document, then the
 sbatch commands.
@@ -93,8 +94,10 @@ def sbatch_script(job, args, sweep_dir: str) -> str:
         f"srun --kill-on-bad-exit=1 {q(job.command(py))} "
         '--coordinator_address="${COORDINATOR_HOST}:${COORDINATOR_PORT}" || rc=$?',
         "",
-        "# Stopped before its last step (the time limit's SIGTERM made it save): requeue, it resumes.",
+        "# Stopped before its last step (the time limit's SIGTERM made it save and exit 143), or a crash:",
+        "# requeue, it resumes from its latest checkpoint. A refused config or workdir (exit 2) is not retried.",
         f"if ! {status}; then",
+        '  if [ "$rc" -eq 2 ]; then echo "main refused the config or workdir (exit 2): not requeued"; exit 2; fi',
         f'  if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {args.slurm_max_requeue} ]; then',
         '    echo "not finished (exit ${rc}): requeueing"',
         '    scontrol requeue "$SLURM_JOB_ID"',

@@ -113,7 +113,8 @@ def launch(jobs, statuses, args, sweep_dir, log, dry_run) -> int:
         if job is not None:
             log.event(job.name, "end", rc=rc, launcher="tpu")
         if rc != 0:
-            print(f"command failed (exit {rc}); rerun the sweep to resume", file=sys.stderr)
+            what = "stopped after saving a checkpoint" if rc in common.PREEMPTED_EXIT_CODES else "command failed"
+            print(f"{what} (exit {rc}); rerun the sweep to resume", file=sys.stderr)
             return rc
     return 0
 

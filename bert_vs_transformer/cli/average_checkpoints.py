@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 from absl import app, flags, logging
 
 from bert_vs_transformer import tasks
-from bert_vs_transformer.cli import run_absl
+from bert_vs_transformer.cli import fail, run_absl
 from bert_vs_transformer.models import partitioning
 from bert_vs_transformer.training import checkpoints, optim, run_loading, train_step
 
@@ -91,6 +91,7 @@ def average_checkpoints(workdir: str, *, last: int | None = 5, steps: Sequence[i
     """Averages and writes (see the module docstring); returns {steps, output_dir, output_step}."""
 
     manager = run_loading.read_only_manager(workdir)
+    run_loading.resolve_step(manager, None, workdir)  # FileNotFoundError when it holds no complete checkpoint
     chosen = choose_steps(manager.all_steps(), last, steps)
     newest = chosen[-1]
     output_dir = os.path.abspath(output_dir or os.path.join(workdir, "averaged"))
@@ -153,8 +154,7 @@ def main(argv):
                                    output_dir=FLAGS.output_dir, output_step=FLAGS.output_step,
                                    overwrite=FLAGS.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(e)
     print(f"averaged steps {info['steps']} of {info['source_workdir']} into {info['output_dir']}/checkpoints/"
           f"{info['output_step']} in {time.time() - t0:.1f} s", file=sys.stderr)
     print(json.dumps(info), flush=True)

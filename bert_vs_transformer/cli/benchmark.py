@@ -24,7 +24,7 @@ config.model_family (transformer -> translation, bert -> pretraining), else `--t
 Output fields (one JSON object on stdout): task, batch_size, seq_len (src_len / tgt_len for
 translation), num_masked, steps, warmup, step_time_s, steps_per_s, seq_per_s, tokens_per_step,
 tokens_per_s, model_tflops_per_step (model FLOPs of one step, flops.py; `model_tflops` is the same
-number under the name DESIGN.md's contract uses), achieved_tflops_per_s (all devices together),
+number under a second name), achieved_tflops_per_s (all devices together),
 peak_tflops_per_device, mfu (null when the peak is unknown, e.g. CPU), peak_memory_gb (null when
 the backend keeps no memory statistics, e.g. CPU), compile_and_warmup_s, final_loss, device_kind,
 platform, num_devices, process_count, jax_version, flax_version, data_modules_imported (must be
@@ -197,7 +197,7 @@ def measure(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None 
         batch = partitioning.global_batch_from_local(local, mesh)
     else:  # N runs vmapped (members.py): each member its own synthetic batch
         group = member_group.Group(config, member_list, workdir="")
-        tx, schedule = group.optimizer(int(config.model.d_model), int(config.num_train_steps))
+        tx, schedule = group.optimizer()
         state, shardings = group.init_state(task, tx, batch_size, mesh)
         step = group.compile_step(train_step.make_train_step(task, tx, schedule, accum), shardings, mesh)
         local = member_group.stack_batches([synthetic_batch(task, config, local_rows, seed=m.seed * 7919 + jax.process_index())

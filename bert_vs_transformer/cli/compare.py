@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from bert_vs_transformer import config_args
-from bert_vs_transformer.cli import run_absl
+from bert_vs_transformer.cli import fail, run_absl
 from bert_vs_transformer.models import bert, layers, transformer
 from bert_vs_transformer.models.model_config import ModelConfig
 
@@ -148,6 +148,11 @@ def render(t_spec: str, b_spec: str) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    for name in ("transformer", "bert"):
+        try:
+            config_args.load(FLAGS[name].value)
+        except (FileNotFoundError, ValueError) as e:
+            fail(f"--{name}={FLAGS[name].value}: {e}", e)
     print(render(FLAGS.transformer, FLAGS.bert))
 
 

@@ -9,7 +9,7 @@ and sequence length (JAX preallocates most of the GPU's memory, so the two never
 Both print one JSON line; the row shows tokens/s, sequences/s and MFU (both by OUR flops.py
 formula) of each, and ours / peer tokens/s (> 1: ours is faster).
 
-Workloads (the targets table of issue 7; the peer runs eager or torch.compile as listed, unless
+Workloads (the peer runs eager or torch.compile as listed, unless
 `--peer_compile=true|false`):
 
 | workload | ours | peer |
@@ -49,7 +49,7 @@ class Workload:
     variant: str  # of configs/<model>.py
     batch_size: int
     seq_len: int  # BERT: sequence; Transformer: source and target each
-    peer_compile: bool  # the targets table's peer: torch.compile or eager
+    peer_compile: bool  # the workloads table's peer: torch.compile or eager
 
     @property
     def label(self) -> str:
@@ -71,7 +71,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("all", False, "Run every workload, in the table's order.")
     flags.DEFINE_integer("steps", 20, "Timed steps on each side.")
     flags.DEFINE_integer("warmup", 3, "Untimed steps on each side (the first compiles).")
-    flags.DEFINE_enum("peer_compile", "auto", ["auto", "true", "false"], "auto: as the targets table says.")
+    flags.DEFINE_enum("peer_compile", "auto", ["auto", "true", "false"], "auto: as the workloads table says.")
     flags.DEFINE_enum("device", "auto", ["auto", "cuda", "cpu"], "auto: cuda when nvidia-smi lists a GPU.")
     flags.DEFINE_string("variant", None, "Override the workload's variant on both sides (e.g. tiny).")
     flags.DEFINE_integer("batch_size", None, "Override the workload's batch on both sides.")

@@ -26,7 +26,6 @@ resolved through the data pipeline (it needs the corpus, as the run did).
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -37,7 +36,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from absl import logging
 
+from bert_vs_transformer.cli import ArgumentParser, report
 from bert_vs_transformer.data import pretraining_pipeline, wordpiece
 from bert_vs_transformer.models import convert
 from bert_vs_transformer.models.model_config import ModelConfig
@@ -175,12 +176,15 @@ def export_run(workdir: str, output: str, step: int | None = None, member: int |
         config = members.member_config(config, group[member])
     elif member is not None:
         raise ValueError(f"--member={member}: {workdir} is a single run, not a member run")
+    if "bert" not in params:
+        raise ValueError(f"{workdir} holds a {config.get('task')!r} run without a BERT encoder (params['bert']); "
+                         "export_hf writes BERT runs only (pretraining or GLUE fine-tuning)")
     hf = export(config, params, output, dtype, max_shard_mb)
     return dict(hf, step=step)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, help="a run directory of ours (checkpoints/)")
     parser.add_argument("--output", required=True, help="the Hugging Face folder to write")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default or 0: latest)")
@@ -191,11 +195,15 @@ def main(argv=None) -> int:
     parser.add_argument("--max_shard_mb", type=float, default=0,
                         help=">0: Hugging Face shards of at most this many MiB (+ model.safetensors.index.json)")
     args = parser.parse_args(argv)
+    level = logging.get_verbosity()
+    if not args.verbose:
+        logging.set_verbosity(logging.ERROR)  # orbax warns about read-only managers
     try:
         hf = export_run(args.workdir, args.output, args.step, args.member, args.dtype, args.max_shard_mb)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report(e, show_traceback=args.verbose)
+    finally:
+        logging.set_verbosity(level)
     print(json.dumps({"output": os.path.abspath(args.output), "step": hf["step"],
                       "architectures": hf["architectures"], "num_labels": hf.get("num_labels")}))
     return 0

@@ -42,7 +42,6 @@ With the sweep framework of experiments/ this maps onto one sweep: `grid_points(
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -57,6 +56,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bert_vs_transformer import config_args
+from bert_vs_transformer.cli import ArgumentParser
 from bert_vs_transformer.evaluation import metrics
 from bert_vs_transformer.training.members import run_name
 
@@ -403,17 +403,18 @@ def run_vmapped(points: Sequence[Point], extra: Sequence[str] = (), dry_run: boo
     return status
 
 
-def _floats(s: str) -> list[float]:
+def numbers(s: str) -> list[float]:
+    """Comma-separated numbers (argparse's type for --lrs)."""
     return [float(x) for x in s.split(",") if x.strip()]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="BERT's GLUE fine-tuning grid (lr x seeds) with a best-of-grid report.")
     parser.add_argument("--task", default="sst2", help="comma-separated: sst2,cola,stsb,mrpc,rte")
     parser.add_argument("--init", default="minilm", help="comma-separated: minilm, scratch, or DIRs")
     parser.add_argument("--root", required=True, help="runs go to ROOT/<task>/<init name>/lr<lr>-seed<seed>")
-    parser.add_argument("--lrs", default=",".join(f"{x:g}" for x in GRID_LRS), help="learning rates")
+    parser.add_argument("--lrs", type=numbers, default=list(GRID_LRS), help="comma-separated learning rates")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per learning rate")
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--batch_size", type=int, default=32)
@@ -434,11 +435,14 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown task(s) {unknown}; choose from {sorted(metrics.GLUE_METRICS)}")
     inits = [i.strip() for i in args.init.split(",") if i.strip()]
+    missing = [d for d in inits + [args.arch] if d and d not in ("minilm", "scratch") and not os.path.isdir(d)]
+    if missing and not args.report_only:
+        parser.error(f"--init / --arch folder(s) {missing} do not exist; pass a run's workdir or a Hugging Face folder")
     failed = False
     summaries: dict[str, list[dict[str, Any]]] = {}
     for task in tasks:
         for init in inits:
-            points = grid_points(task, init, args.root, _floats(args.lrs), range(args.seeds), args.epochs,
+            points = grid_points(task, init, args.root, args.lrs, range(args.seeds), args.epochs,
                                  args.batch_size, args.max_seq_len, args.arch, args.vmap)
             run = run_vmapped if args.vmap else run_grid
             status = {} if args.report_only else run(points, extra, args.dry_run)

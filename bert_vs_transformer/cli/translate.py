@@ -27,7 +27,9 @@ import time
 
 from absl import app, flags, logging
 
-from bert_vs_transformer.cli import run_absl
+from bert_vs_transformer import data
+from bert_vs_transformer.cli import fail, run_absl
+from bert_vs_transformer.data import sources
 from bert_vs_transformer.evaluation import translation as translation_eval
 from bert_vs_transformer.training import run_loading
 
@@ -66,10 +68,19 @@ class _StderrProgress:
 
 
 def _read_lines(path: str | None) -> list[str]:
-    if path is None:
-        return [line.rstrip("\r\n") for line in sys.stdin]
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\r\n") for line in f]
+    """The source sentences of `path` (stdin if None), strictly UTF-8; bad input exits with one line."""
+    name = "<stdin>" if path is None else path
+    try:
+        if path is None:
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                raw = f.read()
+    except OSError as e:
+        fail(f"--input={path}: {e.strerror}; pass a readable text file, one sentence per line")
+    if not raw:
+        fail(f"{name} is empty: nothing to translate; pass a text file, one sentence per line")
+    return sources.decode_lines(raw, name)
 
 
 def _write_lines(path: str | None, lines: list[str]) -> None:
@@ -92,27 +103,31 @@ def main(argv):
     if FLAGS.beam_size < 0 or FLAGS.batch_size < 1:
         raise app.UsageError("--beam_size must be >= 0 and --batch_size >= 1")
 
+    lines = None if FLAGS.evaluate_split else _read_lines(FLAGS.input)
     t0 = time.time()
     try:
         config, params, step = run_loading.load_run(FLAGS.workdir, FLAGS.checkpoint_step)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except (FileNotFoundError, run_loading.UnreadableCheckpointError) as e:
+        fail(e)
     with config.unlocked():
         if FLAGS.tfds_data_dir is not None:
             config.data.tfds_data_dir = FLAGS.tfds_data_dir
         if FLAGS.cache_dir is not None:
             config.data.cache_dir = FLAGS.cache_dir
     if config.get("task") != "translation":
-        print(f"error: {FLAGS.workdir} holds a {config.get('task')!r} run, not translation", file=sys.stderr)
-        sys.exit(2)
+        fail(f"{FLAGS.workdir} holds a {config.get('task')!r} run, not translation; pass a translation run's workdir")
+    if data.is_synthetic(config):
+        fail(f"{FLAGS.workdir} was trained on synthetic data: it has no tokenizer to translate text with")
     print(f"loaded {FLAGS.workdir} step {step} in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     beam = FLAGS.beam_size or None
 
     if FLAGS.evaluate_split:
-        res = translation_eval.bleu(config, params, FLAGS.evaluate_split, beam_size=beam, alpha=FLAGS.alpha,
-                                    max_examples=FLAGS.max_examples, batch_size=FLAGS.batch_size,
-                                    progress=_StderrProgress(), return_translations=bool(FLAGS.output))
+        try:
+            res = translation_eval.bleu(config, params, FLAGS.evaluate_split, beam_size=beam, alpha=FLAGS.alpha,
+                                        max_examples=FLAGS.max_examples, batch_size=FLAGS.batch_size,
+                                        progress=_StderrProgress(), return_translations=bool(FLAGS.output))
+        except (sources.DataError, FileNotFoundError) as e:
+            fail(f"cannot read {config.data.dataset}/{FLAGS.evaluate_split}: {e}", e)
         if FLAGS.output:
             _write_lines(FLAGS.output, res.pop("translations"))
             res.pop("references")
@@ -121,12 +136,15 @@ def main(argv):
         print(json.dumps(res), flush=True)
         return
 
-    lines = _read_lines(FLAGS.input)
+    try:
+        tokenizer = data.tokenizer(config)
+    except (sources.DataError, FileNotFoundError, ValueError) as e:
+        fail(f"cannot build the tokenizer of {FLAGS.workdir}: {e}", e)
     keep = [i for i, line in enumerate(lines) if line.strip()]
     t1 = time.time()
     hyps, stats = translation_eval.translate_texts(config, params, [lines[i] for i in keep], beam_size=beam,
                                                    alpha=FLAGS.alpha, batch_size=FLAGS.batch_size,
-                                                   progress=_StderrProgress())
+                                                   progress=_StderrProgress(), tokenizer=tokenizer)
     out = [""] * len(lines)
     for i, h in zip(keep, hyps):
         out[i] = h

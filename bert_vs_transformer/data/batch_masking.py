@@ -7,9 +7,10 @@ indices[j])`: the same draws, in the same order, as `mask_instance` (both call
 `choose_predictions`), so a batch is bit-identical to the per-example path and a run's stream does
 not change. What is batched is everything around the draws (gathering the padded tokens, segment
 ids, candidates, prediction counts, labels and the masked input); the per-row generator and its
-draws stay a Python loop, ~25 us a row. Measured on the 2-core development CPU, a batch of 256 x 128
-(lease 4's): 7 ms against 15 ms row by row; the small BERT's train_iterator 102 batches/s in one
-process (55 before), 162 with two worker processes (86): experiments/pretraining_input_speed.py.
+draws stay a Python loop, ~25 us a row. Measured on an idle 2-core CPU, a batch of 256 x 128 (the
+small BERT's pretraining batch): 7 ms against 15 ms row by row; the small BERT's train_iterator makes
+102 batches/s in one process (55 row by row) and 162 with two worker processes (86 row by row):
+experiments/pretraining_input_speed.py.
 """
 
 from __future__ import annotations

@@ -54,6 +54,10 @@ class LineCountMismatchError(DataError):
     """Two line-aligned (parallel) files have different numbers of lines."""
 
 
+class NotUtf8Error(DataError):
+    """A line of a text file that must be UTF-8 is not."""
+
+
 class RawFile(NamedTuple):
     relpath: str  # path under $BVT_DATA_DIR
     sha256: str  # of the decompressed file, as recorded in PROVENANCE.md
@@ -256,13 +260,29 @@ def _raw_lines(path: str) -> list[bytes]:
     if not os.path.isfile(path):
         raise MissingFileError(f"{os.path.basename(path)}: not found at {path}")
     with open(path, "rb") as f:
-        data = f.read()
+        return _split_lines(f.read())
+
+
+def _split_lines(data: bytes) -> list[bytes]:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+def decode_lines(data: bytes, name: str) -> list[str]:
+    """The lines of `data` (no terminators or BOM), decoded strictly: a line that is not UTF-8 raises
+    NotUtf8Error naming `name` and the line (from 1)."""
+    out = []
+    for number, line in enumerate(_split_lines(data), 1):
+        try:
+            out.append(line.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise NotUtf8Error(f"{name}:{number}: not UTF-8 (byte 0x{line[e.start]:02x} at column {e.start + 1}); "
+                               "convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+    return out
 
 
 def _decode(line: bytes) -> str | None:

@@ -16,7 +16,7 @@ conventions (checked against them in tests/test_translation_eval.py):
 | stsb  | Pearson, Spearman        |
 | rte   | accuracy                 |
 
-Accuracy-like metrics are fractions in [0, 1] (DESIGN.md).
+Accuracy-like metrics are fractions in [0, 1].
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ class BertForTokenClassification(nn.Module):
         return _classifier(self.config, self.num_labels, "classifier")(hidden).astype(jnp.float32)
 
 
-# ---- pure-functional inference API (DESIGN.md) ----
+# ---- pure-functional inference API ----
 
 
 @functools.partial(jax.jit, static_argnums=0)

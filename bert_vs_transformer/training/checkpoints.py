@@ -131,6 +131,8 @@ def select_step(workdir: str, metric: str = "eval_mlm_loss", mode: str = "min") 
     """The checkpoint to build on, by a held-out metric in WORKDIR/metrics.jsonl: None (= the latest)
     while the metric was still improving at its last evaluation; else the saved step where it was
     best (the run went on past its best: over-fitting a small corpus). -> (step or None, reason)."""
+    # Not orbax's best_fn / best_mode: they choose which checkpoints to keep while saving; this picks
+    # among the kept ones after the run, from the metrics it logged, without changing retention.
     if mode not in ("min", "max"):
         raise ValueError(f"mode={mode!r}: use 'min' or 'max'")
     sign = 1.0 if mode == "min" else -1.0

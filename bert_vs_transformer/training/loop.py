@@ -16,6 +16,7 @@ import numpy as np
 from absl import logging
 
 from bert_vs_transformer import data, evaluation, tasks
+from bert_vs_transformer.data import sources
 from bert_vs_transformer.models import flops, partitioning
 from bert_vs_transformer.training import (
     checkpoints,
@@ -108,8 +109,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     abstract, shardings = run.abstract_state(task, tx, batch_size, mesh)
     try:
         data_iter = run.train_iterator()
-    except ValueError as e:  # e.g. model.vocab_size disagreeing with the tokenizer
-        raise ConfigError(str(e)) from None
+    except (ValueError, sources.DataError, FileNotFoundError) as e:  # a vocab_size the tokenizer refutes, a raw file
+        raise ConfigError(str(e)) from e
     if is_main:  # every check passed: from here on the workdir is written
         run_logging.write_config(workdir, config)
         data.save_vocab(config, workdir)

@@ -12,7 +12,7 @@ update, weight decay included, by the learning rate). Each step's batches are pa
 member's length bucket. The padding is masked, so without dropout a member is its single run exactly;
 with dropout a member padded wider than its own batch draws its dropout masks for the wider shape:
 a different draw from the same distribution, not the single run's (tests/training/test_members.py
-checks members equal to single runs where widths agree; on RTE with the small BERT, 3 members: two
+checks members equal to single runs where widths agree; on RTE with a pretrained tiny BERT, 3 members: two
 seeds ended on their single runs' dev accuracy, one 2 of 277 examples off). A member whose loss
 turns non-finite stops alone (compile_step); the others finish.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import flax.linen as nn
@@ -23,6 +24,10 @@ from bert_vs_transformer import tasks
 from bert_vs_transformer.training import members
 
 
+class UnreadableCheckpointError(ValueError):
+    """A checkpoint whose files cannot be read (truncated, damaged, or of another model)."""
+
+
 def checkpoint_directory(workdir: str) -> str:
     return os.path.abspath(os.path.join(workdir, "checkpoints"))
 
@@ -31,15 +36,19 @@ def read_only_manager(workdir: str):
     """An orbax CheckpointManager over DIR/checkpoints that never writes or deletes (safe while
     the run that owns the directory is still training)."""
     directory = checkpoint_directory(workdir)
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"workdir {workdir} does not exist; pass the --workdir of a training run")
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"no checkpoints directory {directory}")
+        raise FileNotFoundError(f"no checkpoints directory {directory}: {workdir} is not a training workdir, or its "
+                                "run has saved no checkpoint yet")
     return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
 
 
 def resolve_step(manager, step: int | None, workdir: str) -> int:
     steps = sorted(manager.all_steps())
     if not steps:
-        raise FileNotFoundError(f"no complete checkpoint in {checkpoint_directory(workdir)}")
+        raise FileNotFoundError(f"no complete checkpoint in {checkpoint_directory(workdir)}; wait for the run's "
+                                "first save (config.checkpoint_every_steps) or pass another --workdir")
     if step is None:
         return steps[-1]
     if step not in steps:
@@ -98,13 +107,33 @@ def restore_params(workdir: str, config, step: int | None = None, device=None, m
         step = resolve_step(manager, step, workdir)
         target = abstract_params(config, device)
         restore_args = jax.tree_util.tree_map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(item={"params": target}, restore_args={"params": restore_args},
-                                         partial_restore=True)))
+        previous = sys.unraisablehook
+        sys.unraisablehook = _quiet_aborted_reads(previous)  # kept if the restore fails: reads call back late
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(item={"params": target}, restore_args={"params": restore_args},
+                                             partial_restore=True)))
+            sys.unraisablehook = previous
+        except Exception as e:  # noqa: BLE001  (orbax and tensorstore raise many kinds for a damaged file)
+            reason = ": ".join(" ".join(str(e).split(" [tensorstore_spec")[0].split()).split(": ")[-2:])[-300:]
+            raise UnreadableCheckpointError(
+                f"checkpoint step {step} of {workdir} cannot be read ({type(e).__name__}: {reason}); its files are "
+                "truncated or damaged: load another step, or restore the files from a copy") from e
     finally:
         if owned:
             manager.close()
     return restored["state"]["params"], step
+
+
+def _quiet_aborted_reads(previous):
+    """An unraisable-exception hook that drops the 'Event loop is closed' reports of reads a failed restore
+    left in flight (tensorstore calls back into orbax's closed asyncio loop) and passes on the rest."""
+
+    def hook(unraisable):
+        if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    return hook
 
 
 def load_run(workdir: str, step: int | None = None, device=None) -> tuple[Any, Any, int]:

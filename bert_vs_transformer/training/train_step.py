@@ -109,6 +109,8 @@ def make_train_step(task: Task, tx, schedule, grad_accum_steps: int = 1):
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         lr = schedule(state.step)
         if lr_factor is not None:
+            # Not optax.inject_hyperparams: it would put each member's learning rate in opt_state (another
+            # checkpoint tree than a single run's) for what is one multiply of the unit-peak update.
             updates = jax.tree_util.tree_map(lambda u: u * lr_factor.astype(u.dtype), updates)
             lr = lr * lr_factor
         params = optax.apply_updates(state.params, updates)

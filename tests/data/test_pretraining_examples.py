@@ -283,7 +283,8 @@ def test_sources_and_grain(instances, tmp_path):
 
     m = masker(whole_word_mask=True)
     m2 = pickle.loads(pickle.dumps(m))
-    assert isinstance(m, grain.RandomMapTransform)
+    # a plain callable (element, rng): grain's random_map takes it (below), no grain import needed to build it
+    assert callable(m)
     msrc = pe.MaskedSource(pickle.loads(pickle.dumps(src)), m2, seed=0, epoch=1)
     assert all((msrc[5][k] == m.for_epoch(src[5], 0, 1, 5)[k]).all() for k in msrc[5])
 

@@ -230,7 +230,6 @@ def test_export_sst2_run_loads_in_transformers(sst2_run, tmp_path):
     import transformers
 
     from bert_vs_transformer.cli import export_hf
-    from bert_vs_transformer.evaluation import translation as translation_eval
     from bert_vs_transformer.models import bert
     from bert_vs_transformer.models.model_config import ModelConfig
 
@@ -258,7 +257,7 @@ def test_stsb_regression_metrics_and_export(devices, tmp_path):
     import transformers
 
     from bert_vs_transformer.cli import export_hf
-    from bert_vs_transformer.evaluation import glue as glue_eval, translation as translation_eval
+    from bert_vs_transformer.evaluation import glue as glue_eval
     from bert_vs_transformer.models import bert
     from bert_vs_transformer.training import loop as train
     from bert_vs_transformer.models.model_config import ModelConfig
@@ -317,7 +316,6 @@ def test_pretraining_workdir_init_and_export(devices, tmp_path):
     import transformers
 
     from bert_vs_transformer.cli import export_hf
-    from bert_vs_transformer.evaluation import translation as translation_eval
     from bert_vs_transformer.models import bert
     from bert_vs_transformer.training import checkpoints, init_from
     from bert_vs_transformer.models.model_config import ModelConfig
@@ -392,7 +390,7 @@ def test_pretraining_workdir_init_and_export(devices, tmp_path):
     again = _glue(f"task=rte,init={out},max_seq_len=16,batch_size=8")
     assert dict(again.model)["d_model"] == 32
 
-    # Half-precision shards (how a GPU lease brings a pretrained model back in <= 16 MiB files):
+    # Half-precision shards (how a pretrained model is moved in files of at most 16 MiB):
     # Hugging Face's sharded layout, which transformers and init=DIR read; the weights are the
     # float32 export's rounded to float16, and the encoder loads into a fine-tuning state.
     small = tmp_path / "hf16"

@@ -257,6 +257,30 @@ def test_slurm_launcher_submits_with_dependencies(tmp_path, capsys, monkeypatch)
     assert [e["job_id"] for e in events if e["event"] == "submit"] == ["101", "102", "103", "104", "105"]
 
 
+@pytest.mark.parametrize("rc,restarts,requeued,exit_code", [(143, 0, True, 0), (1, 0, True, 0), (2, 0, False, 2),
+                                                            (143, 3, False, 143)])
+def test_slurm_script_requeues_a_stopped_run(tmp_path, rc, restarts, requeued, exit_code):
+    """The sbatch script under stand-in srun/scontrol: an unfinished workdir is requeued (not after
+    --slurm_max_requeue, nor when main refused the config: exit 2)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol.txt"
+    (bin_dir / "srun").write_text(f"#!/bin/bash\nexit {rc}\n")
+    (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {calls}\necho node1\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    job = Sweep("s", "configs/transformer.py:tiny", [Run("r", {"num_train_steps": 4})]).expand(str(tmp_path))[0]
+    _fake_run(job.workdir, 4, {2: {"eval_loss": 1.0}}, [2])  # stopped at step 2 of 4
+    args = run.build_parser().parse_args(["x", f"--slurm_python={sys.executable}"])
+    script = tmp_path / "r.sbatch"
+    script.write_text(common.get("slurm").sbatch_script(job, args, str(tmp_path)))
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="77", SLURM_NTASKS="1",
+               SLURM_JOB_NUM_NODES="1", SLURM_RESTART_COUNT=str(restarts), SLURM_JOB_NODELIST="node1")
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    assert ("requeue 77" in (calls.read_text() if calls.exists() else "")) == requeued
+
+
 def test_single_job_launchers(tmp_path, capsys):
     argv = ["--dry_run", "--", "--config=configs/transformer.py:tiny", f"--workdir={tmp_path}/one",
             "--config.data.dataset=synthetic"]

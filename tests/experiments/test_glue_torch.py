@@ -82,11 +82,15 @@ def test_torch_trainer_resumes_to_the_uninterrupted_run(tmp_path):
 
 
 def test_side_by_side_takes_our_committed_runs_and_checks_recipes(tmp_path, capsys):
-    """The H200 runs of ours (committed) as our side; a torch JSON of another recipe is refused."""
+    """Our committed GPU runs (experiments/results/glue_minilm, unpacked) as our side; a torch JSON of
+    another recipe is refused."""
     import json
 
-    lease = os.path.join(config_args.REPO_ROOT, "experiments", "results", "h200_2026-11-26", "lease1")
-    ours = ",".join(os.path.join(lease, f"sst2_ours_s{k}") for k in range(3))
+    from experiments import result_tables
+
+    result_tables.unpack("glue_minilm", str(tmp_path / "runs"))
+    runs = tmp_path / "runs" / "sst2" / "minilm"
+    ours = ",".join(str(runs / f"lr5e-05-seed{k}") for k in range(3))
     (tmp_path / "torch").mkdir()
     rec = dict(seed=0, lr=5e-5, epochs=3.0, batch_size=32, max_seq_len=128, eval_accuracy=0.9)
     (tmp_path / "torch" / "seed0.json").write_text(json.dumps(rec))
@@ -101,4 +105,4 @@ def test_side_by_side_takes_our_committed_runs_and_checks_recipes(tmp_path, caps
     with pytest.raises(SystemExit, match="epochs = 1.0, expected 3.0"):
         sst2_side_by_side.main(argv)
     with pytest.raises(SystemExit):  # one workdir per seed
-        sst2_side_by_side.main(argv[:-1] + [f"--ours_workdirs={lease}/sst2_ours_s0"])
+        sst2_side_by_side.main(argv[:-1] + [f"--ours_workdirs={runs}/lr5e-05-seed0"])

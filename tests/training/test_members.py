@@ -39,7 +39,6 @@ def _records(path):
 
 
 def _params(workdir):
-    from bert_vs_transformer.evaluation import translation as translation_eval
 
     _, params, _ = run_loading.load_run(str(workdir))
     return params
