@@ -18,9 +18,10 @@ download reproduces the recorded bytes (the Multi30k URLs are its official repos
 `multi30k/dataset` data/task1/raw). GLUE's own zips (dl.fbaipublicfiles.com) are not used: their
 bytes were never recorded here, and MRPC's dev ids are not in them anyway.
 
-Readers never crash on bad content: empty (whitespace-only) lines and lines that are not valid
-UTF-8 (or not valid TSV/JSON rows) are skipped and counted in a `ReadStats`, which is logged.
-Parallel files whose line counts differ are a `LineCountMismatchError` naming both.
+Readers decode strictly: a line that is not UTF-8 is a `NotUtf8Error` naming the file and line.
+Empty (whitespace-only) lines and rows that are not valid TSV/JSON are skipped and counted in a
+`ReadStats`, which is logged. Parallel files whose line counts differ are a
+`LineCountMismatchError` naming both.
 """
 
 from __future__ import annotations
@@ -238,21 +239,20 @@ class ReadStats:
     lines: int = 0
     kept: int = 0
     empty: int = 0
-    undecodable: int = 0
     malformed: int = 0
 
     @property
     def skipped(self) -> int:
-        return self.empty + self.undecodable + self.malformed
+        return self.empty + self.malformed
 
     def log(self, expected_empty: bool = False) -> None:
         msg = (f"{self.source}: {self.lines} lines, kept {self.kept}; skipped {self.empty} empty, "
-               f"{self.undecodable} not UTF-8, {self.malformed} malformed")
-        bad = self.undecodable + self.malformed + (0 if expected_empty else self.empty)
+               f"{self.malformed} malformed")
+        bad = self.malformed + (0 if expected_empty else self.empty)
         (logging.warning if bad else logging.info)(msg)
 
     def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in ("lines", "kept", "empty", "undecodable", "malformed")}
+        return {k: getattr(self, k) for k in ("lines", "kept", "empty", "malformed")}
 
 
 def _raw_lines(path: str) -> list[bytes]:
@@ -285,11 +285,13 @@ def decode_lines(data: bytes, name: str) -> list[str]:
     return out
 
 
-def _decode(line: bytes) -> str | None:
+def _decode(line: bytes, path: str, index: int) -> str:
+    """Line `index` (from 0) of `path`, decoded strictly: NotUtf8Error names the file and line."""
     try:
         return line.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    except UnicodeDecodeError as e:
+        raise NotUtf8Error(f"{path}:{index + 1}: not UTF-8 (byte 0x{line[e.start]:02x} at column {e.start + 1}); "
+                           "the file is damaged or in another encoding: replace it with the recorded one") from None
 
 
 def read_lines(path: str, *, name: str | None = None, keep_empty: bool = False) -> tuple[list[tuple[int, str]], ReadStats]:
@@ -301,11 +303,7 @@ def read_lines(path: str, *, name: str | None = None, keep_empty: bool = False) 
     out = []
     for i, raw in enumerate(_raw_lines(path)):
         stats.lines += 1
-        text = _decode(raw)
-        if text is None:
-            stats.undecodable += 1
-            continue
-        text = text.strip()
+        text = _decode(raw, path, i).strip()
         if not text and not keep_empty:
             stats.empty += 1
             continue
@@ -316,7 +314,8 @@ def read_lines(path: str, *, name: str | None = None, keep_empty: bool = False) 
 
 def read_parallel(path_a: str, path_b: str, *, name: str | None = None) -> tuple[list[tuple[int, str, str]], ReadStats]:
     """Line-aligned pairs (line number, a, b). Different line counts are an error naming both
-    files; a pair whose either side is empty or not UTF-8 is skipped and counted."""
+    files; a pair whose either side is empty is skipped and counted; a line that is not UTF-8 is an
+    error naming its file and line."""
     lines_a, lines_b = _raw_lines(path_a), _raw_lines(path_b)
     if len(lines_a) != len(lines_b):
         raise LineCountMismatchError(
@@ -327,11 +326,7 @@ def read_parallel(path_a: str, path_b: str, *, name: str | None = None) -> tuple
     out = []
     for i, (ra, rb) in enumerate(zip(lines_a, lines_b)):
         stats.lines += 1
-        a, b = _decode(ra), _decode(rb)
-        if a is None or b is None:
-            stats.undecodable += 1
-            continue
-        a, b = a.strip(), b.strip()
+        a, b = _decode(ra, path_a, i).strip(), _decode(rb, path_b, i).strip()
         if not a or not b:
             stats.empty += 1
             continue
@@ -359,10 +354,7 @@ def read_tsv(
         if header and i == 0:
             continue
         stats.lines += 1
-        text = _decode(raw)
-        if text is None:
-            stats.undecodable += 1
-            continue
+        text = _decode(raw, path, i)
         if not text.strip():
             stats.empty += 1
             continue
@@ -388,10 +380,7 @@ def read_jsonl(path: str, parse: Callable[[dict], Any], *, name: str | None = No
     out = []
     for i, raw in enumerate(_raw_lines(path)):
         stats.lines += 1
-        text = _decode(raw)
-        if text is None:
-            stats.undecodable += 1
-            continue
+        text = _decode(raw, path, i)
         if not text.strip():
             stats.empty += 1
             continue

@@ -62,23 +62,33 @@ def test_parallel_line_count_mismatch_names_both(tmp_path):
     assert a in str(e.value) and b in str(e.value) and "3" in str(e.value) and "2" in str(e.value)
 
 
-def test_bad_lines_are_skipped_and_counted(tmp_path):
-    a = _write(tmp_path / "x.en", b"\xef\xbb\xbfgood one\r\n\nbad \xff\xfe here\nfine\n   \nlast")
+def test_empty_lines_are_skipped_and_counted_and_bad_bytes_named(tmp_path):
+    a = _write(tmp_path / "x.en", b"\xef\xbb\xbfgood one\r\n\nbad one here\nfine\n   \nlast")
     b = _write(tmp_path / "x.de", b"gut eins\nleer links\nschlecht\n\nrechts leer\nletzte\n")
     pairs, stats = sources.read_parallel(a, b)
-    assert [(i, x, y) for i, x, y in pairs] == [(0, "good one", "gut eins"), (5, "last", "letzte")]
-    assert (stats.lines, stats.kept, stats.empty, stats.undecodable) == (6, 2, 3, 1)
+    assert [(i, x, y) for i, x, y in pairs] == [(0, "good one", "gut eins"), (2, "bad one here", "schlecht"),
+                                                (5, "last", "letzte")]
+    assert (stats.lines, stats.kept, stats.empty) == (6, 3, 3)
 
     lines, stats = sources.read_lines(a)
-    assert [t for _, t in lines] == ["good one", "fine", "last"]
-    assert (stats.empty, stats.undecodable) == (2, 1)
+    assert [t for _, t in lines] == ["good one", "bad one here", "fine", "last"]
+    assert stats.empty == 2
+
+    c = _write(tmp_path / "y.en", b"good one\n\nbad \xff\xfe here\nfine\n")
+    d = _write(tmp_path / "y.de", b"eins\nzwei\ndrei\nvier\n")
+    for read in (lambda: sources.read_lines(c), lambda: sources.read_parallel(d, c)):
+        with pytest.raises(sources.NotUtf8Error, match=r"y\.en:3: not UTF-8 \(byte 0xff at column 5\)"):
+            read()
 
 
 def test_tsv_and_jsonl_skip_malformed_rows(tmp_path):
-    tsv = _write(tmp_path / "t.tsv", b"sentence\tlabel\nok\t1\nno label\n\t0\nbad\tx\n\xff\t1\nfine\t0\n")
+    tsv = _write(tmp_path / "t.tsv", b"sentence\tlabel\nok\t1\nno label\n\t0\nbad\tx\nfine\t0\n")
     rows, stats = sources.read_tsv(tsv, builders._sst2, num_fields=2, header=True)
     assert [r for _, r in rows] == [("ok", "", 1), ("fine", "", 0)]
-    assert (stats.lines, stats.malformed, stats.undecodable) == (6, 3, 1)
+    assert (stats.lines, stats.malformed) == (5, 3)
+    bad = _write(tmp_path / "b.tsv", b"sentence\tlabel\nok\t1\n\xff\t1\n")
+    with pytest.raises(sources.NotUtf8Error, match=r"b\.tsv:3: not UTF-8"):
+        sources.read_tsv(bad, builders._sst2, num_fields=2, header=True)
     js = _write(tmp_path / "t.jsonl", b'{"premise": "a", "hypothesis": "b", "label": "entailment"}\n{oops\n'
                 b'{"premise": "a", "hypothesis": "b", "label": "maybe"}\n\n')
     rows, stats = sources.read_jsonl(js, builders._rte)
@@ -87,9 +97,9 @@ def test_tsv_and_jsonl_skip_malformed_rows(tmp_path):
 
 
 def test_bad_lines_skipped_during_generation(tmp_path, monkeypatch):
-    """A whole Multi30k build on fake files with bad lines: skipped, counted in the metadata."""
+    """A whole Multi30k build on fake files with empty lines: skipped, counted in the metadata."""
     root = tmp_path / "raw"
-    en = b"a dog .\n\nbad \xff\nok\n" * 3
+    en = b"a dog .\n\n   \nok\n" * 3
     de = b"ein hund .\nleer\nschlecht\n\n" * 3
     fake = {}
     for stem in ("train", "val", "test_2016_flickr"):
@@ -103,7 +113,7 @@ def test_bad_lines_skipped_during_generation(tmp_path, monkeypatch):
     ds = b.as_data_source(split="train")
     assert [ds[i]["en"] for i in range(3)] == [b"a dog ."] * 3
     stats = b.info.metadata["read_stats/train/multi30k/train.{en,de}"]
-    assert stats == {"lines": 12, "kept": 3, "empty": 6, "undecodable": 3, "malformed": 0}
+    assert stats == {"lines": 12, "kept": 3, "empty": 9, "malformed": 0}
 
 
 def test_mrpc_dev_split_is_deterministic_and_disjoint():
