@@ -192,7 +192,9 @@ def measure(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None 
     if member_list is None:
         tx, schedule = optim.make_optimizer(config.optimizer, config.model.d_model, config.num_train_steps)
         state, shardings = train_step.init_state(task, tx, batch_size, config.seed, mesh)
-        step = train_step.compile_train_step(train_step.make_train_step(task, tx, schedule, accum), shardings, mesh)
+        compiled = train_step.compile_train_step(train_step.make_train_step(task, tx, schedule, accum), shardings, mesh)
+        rng = jax.random.PRNGKey(config.seed)
+        step = lambda state, batch: compiled(state, batch, rng)  # noqa: E731  (members: rng per member)
         local = synthetic_batch(task, config, local_rows, seed=config.seed + jax.process_index())
         batch = partitioning.global_batch_from_local(local, mesh)
     else:  # N runs vmapped (members.py): each member its own synthetic batch
@@ -203,16 +205,15 @@ def measure(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None 
         local = member_group.stack_batches([synthetic_batch(task, config, local_rows, seed=m.seed * 7919 + jax.process_index())
                                        for m in member_list])
         batch = group.global_batch(local, mesh)
-    rng = jax.random.PRNGKey(config.seed)
     tokens_per_step = float(np.sum(jax.device_get(task.tokens(batch))))
 
     t0 = time.perf_counter()
     for _ in range(warmup):
-        state, metrics = step(state, batch, rng)
+        state, metrics = step(state, batch)
     jax.block_until_ready((state, metrics))
     t1 = time.perf_counter()
     for _ in range(steps):
-        state, metrics = step(state, batch, rng)
+        state, metrics = step(state, batch)
     jax.block_until_ready((state, metrics))
     t2 = time.perf_counter()
     profile = None
@@ -221,7 +222,7 @@ def measure(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None 
             raise ValueError(f"--profile_steps ({profile_steps}) must be at least 1")
         with jax.profiler.trace(profile_dir):
             for _ in range(profile_steps):
-                state, metrics = step(state, batch, rng)
+                state, metrics = step(state, batch)
             jax.block_until_ready((state, metrics))
         profile = _profile_record(profile_dir, profile_steps)
 
