@@ -13,7 +13,7 @@ same budget, each fine-tuned on SST-2 and MRPC over the paper's learning rates:
                                                                        config.model.pooling=last
 
 The overrides of "mlm" and "ltr" use the library's Table 5 options (config.nsp_weight,
-config.lm_objective, config.model.causal, config.model.pooling; tests/test_lm_objectives.py). The
+config.lm_objective, config.model.causal, config.model.pooling; tests/tasks/test_lm_objectives.py). The
 paper's "+ BiLSTM" row is left out.
 """
 

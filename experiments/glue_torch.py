@@ -15,7 +15,7 @@ is computed on all 872 dev sentences (or the first --max_eval_examples) and writ
 Preemption: every --checkpoint_every steps, on SIGTERM/SIGINT, and at --stop_after_steps the whole
 training state (weights, AdamW moments, schedule, the epoch order, numpy and torch RNG states) is written
 to --checkpoint (default OUTPUT.ckpt.pt); the same command resumes from it and continues the identical
-run (tests/test_glue_torch.py checks the losses match an uninterrupted run). Exit code 3 = stopped early.
+run (tests/experiments/test_glue_torch.py checks the losses match an uninterrupted run). Exit code 3 = stopped early.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ steps (at least one: it compiles) are excluded; the timed steps are dispatched b
 synchronised once at the end. `--profile_dir=D` then traces `--profile_steps` more steps with
 `jax.profiler` into D and logs where the step's time goes (profile_summary.py; D/summary.md).
 `--members=N` (configs with member_seeds, e.g. configs/glue.py) times N fine-tuning runs vmapped as
-one step (members.py): steps_per_s is then member-steps / N, and tokens, FLOPs and seq_per_s count
+one step (training/member_group.py): steps_per_s is then member-steps / N, and tokens, FLOPs and seq_per_s count
 all members.
 
 `--seq_len` sets config.data.max_len (translation: source and target) or config.data.max_seq_len;
@@ -23,7 +23,7 @@ config.model_family (transformer -> translation, bert -> pretraining), else `--t
 
 Output fields (one JSON object on stdout): task, batch_size, seq_len (src_len / tgt_len for
 translation), num_masked, steps, warmup, step_time_s, steps_per_s, seq_per_s, tokens_per_step,
-tokens_per_s, model_tflops_per_step (model FLOPs of one step, flops.py; `model_tflops` is the same
+tokens_per_s, model_tflops_per_step (model FLOPs of one step, models/flops.py; `model_tflops` is the same
 number under a second name), achieved_tflops_per_s (all devices together),
 peak_tflops_per_device, mfu (null when the peak is unknown, e.g. CPU), peak_memory_gb (null when
 the backend keeps no memory statistics, e.g. CPU), compile_and_warmup_s, final_loss, device_kind,
@@ -71,7 +71,7 @@ def define_flags() -> None:
     flags.DEFINE_string("task", None, "translation | pretraining | classification, if the config names none.")
     flags.DEFINE_integer("max_predictions", None, "Masked positions per sequence (pretraining).")
     flags.DEFINE_integer("grad_accum_steps", None, "Microbatches per step; default config.grad_accum_steps or 1.")
-    flags.DEFINE_integer("members", None, "Time N member runs vmapped as one step (members.py; configs with "
+    flags.DEFINE_integer("members", None, "Time N member runs vmapped as one step (training/member_group.py; configs with "
                          "member_seeds, e.g. configs/glue.py): sets config.member_seeds=0..N-1.")
     flags.DEFINE_string("profile_dir", None, "After timing, trace --profile_steps more steps with jax.profiler "
                         "into this directory and log the top kernels per step (profile_summary.py).")
@@ -197,7 +197,7 @@ def measure(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None 
         step = lambda state, batch: compiled(state, batch, rng)  # noqa: E731  (members: rng per member)
         local = synthetic_batch(task, config, local_rows, seed=config.seed + jax.process_index())
         batch = partitioning.global_batch_from_local(local, mesh)
-    else:  # N runs vmapped (members.py): each member its own synthetic batch
+    else:  # N runs vmapped (training/member_group.py): each member its own synthetic batch
         group = member_group.Group(config, member_list, workdir="")
         tx, schedule = group.optimizer()
         state, shardings = group.init_state(task, tx, batch_size, mesh)
@@ -237,7 +237,7 @@ def measure(config, steps: int = 10, warmup: int = 2, peak_tflops: float | None 
         "model_family": config.get("model_family", None),
         "variant": config.get("variant", None),
         "batch_size": batch_size,
-        "members": n_members,  # runs per step (members.py); batch_size, seq_per_s: per member / all members
+        "members": n_members,  # runs per step (training/member_group.py); batch_size, seq_per_s: per member / all members
         **{k: v for k, v in lengths.items()},
         "grad_accum_steps": accum,
         "steps": steps,

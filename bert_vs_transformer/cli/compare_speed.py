@@ -6,7 +6,7 @@ r"""Our training step against its PyTorch peer at identical shapes: one markdown
 Each workload runs `bert_vs_transformer.cli.benchmark` (JAX) and then `bert_vs_transformer.cli.peer_benchmark`
 (PyTorch) in two separate subprocesses, one after the other, with the same model variant, batch
 and sequence length (JAX preallocates most of the GPU's memory, so the two never share a process).
-Both print one JSON line; the row shows tokens/s, sequences/s and MFU (both by OUR flops.py
+Both print one JSON line; the row shows tokens/s, sequences/s and MFU (both by OUR models/flops.py
 formula) of each, and ours / peer tokens/s (> 1: ours is faster).
 
 Workloads (the peer runs eager or torch.compile as listed, unless

@@ -19,7 +19,7 @@ DIR is a workdir of ours (pretraining or GLUE fine-tuning). OUT receives:
   `AutoTokenizer.from_pretrained(OUT)` works too.
 
 `transformers.AutoModelForSequenceClassification.from_pretrained(OUT)` (or `BertForPreTraining`)
-then gives the same outputs as our model (tests/test_glue.py checks logits to 1e-4). The folder is
+then gives the same outputs as our model (tests/evaluation/test_glue.py checks logits to 1e-4). The folder is
 also a valid `init=OUT` for configs/glue.py. A learned (`train:<n>`) pretraining vocabulary is
 resolved through the data pipeline (it needs the corpus, as the run did).
 """
@@ -165,7 +165,7 @@ def export(config, params: Any, output: str, dtype: str = "float32", max_shard_m
 def export_run(workdir: str, output: str, step: int | None = None, member: int | None = None,
                dtype: str = "float32", max_shard_mb: float = 0) -> dict[str, Any]:
     """Loads the checkpoint (latest if step is None or 0) of `workdir` and exports it (export()); ->
-    config.json dict plus 'step'. A member run (members.py) exports one member: `member` indexes them."""
+    config.json dict plus 'step'. A member run (training/member_group.py) exports one member: `member` indexes them."""
     config, params, step = run_loading.load_run(workdir, step or None, device=jax.local_devices()[0])
     group = members.parse(config)
     if group:

@@ -9,7 +9,7 @@ runs configs/glue.py for every learning rate in --lrs (default the paper's 5e-5,
     ROOT/<task>/<init name>/lr<lr>-seed<seed>
 
 `--vmap` trains each task and init's runs as members of one vmapped program instead
-(bert_vs_transformer/members.py; each member equals its single run), one process in
+(training/member_group.py; each member equals its single run), one process in
 ROOT/<task>/<init name>/vmap, the runs' files in its members/lr<lr>-seed<seed>.
 
 A run whose metrics.jsonl already holds the evaluation at its last step is skipped; an
@@ -20,7 +20,7 @@ scratch-<DIR name>): "pretrained DIR vs random" at equal size is `--init=DIR,scr
 Extra `--config.x=y` overrides for every run go after `--` (e.g. `-- --config.mesh.data=2`).
 
 The report (printed, and written to ROOT/<task>/<init name>/results.{md,json}) has one row per run
-(the dev metrics of its final evaluation: GLUE's metric(s) for the task, see glue_eval.py) and one
+(the dev metrics of its final evaluation: GLUE's metric(s) for the task, see evaluation/glue.py) and one
 row per learning rate (mean ± sample std over its finished seeds), then the best of the grid:
 the learning rate whose mean GLUE task score (the mean of the task's metrics, e.g. F1 and
 accuracy for MRPC) is highest on dev, reported with the number of seeds behind it. As in the
@@ -90,7 +90,7 @@ def grid_points(task: str, init: str, root: str, lrs: Sequence[float] = GRID_LRS
                 epochs: float = 3, batch_size: int = 32, max_seq_len: int = 128, arch: str = "",
                 vmap: bool = False) -> list[Point]:
     """Every (lr, seed) run of one task and init (`arch`: scratch's architecture DIR, configs/glue.py).
-    vmap: the runs are members of one program (members.py) in <base>/vmap, each in its members/ dir."""
+    vmap: the runs are members of one program (training/member_group.py) in <base>/vmap, each in its members/ dir."""
     init_arg = init if init in ("minilm", "scratch") else os.path.abspath(init)
     arch_arg = os.path.abspath(arch) if arch and init == "scratch" else ""
     for path in (init_arg, arch_arg):
@@ -149,7 +149,7 @@ def run_result(workdir: str) -> dict[str, Any] | None:
 
 def run_error(workdir: str) -> str | None:
     """The last {"error": ...} record of a run's metrics.jsonl (a member that stopped on a non-finite
-    loss, members.py), else None."""
+    loss, training/member_group.py), else None."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.isfile(path):
         return None
@@ -381,7 +381,7 @@ def run_grid(points: Sequence[Point], extra: Sequence[str] = (), dry_run: bool =
 
 def run_vmapped(points: Sequence[Point], extra: Sequence[str] = (), dry_run: bool = False,
                 log=print) -> dict[str, str]:
-    """Runs the grid as one member program (members.py) unless every point is finished; -> {workdir: status}."""
+    """Runs the grid as one member program (training/member_group.py) unless every point is finished; -> {workdir: status}."""
     tag = f"{points[0].task} {init_name(points[0].init)}: {len(points)} runs vmapped"
     before = {p.workdir: _status(p.workdir, "") for p in points}
     if all(before.values()):  # a member that stopped on a non-finite loss would stop again
@@ -422,7 +422,7 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", default="", help="DIR: scratch runs take DIR's architecture and vocabulary "
                         "(runs named scratch-<DIR name>); default minilm's")
     parser.add_argument("--vmap", action="store_true", help="train each task and init's lr x seed runs as "
-                        "members of one vmapped program (members.py): one process, one compilation")
+                        "members of one vmapped program (training/member_group.py): one process, one compilation")
     parser.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--report_only", action="store_true", help="only report what the workdirs hold")
     args, extra = parser.parse_known_args(argv)

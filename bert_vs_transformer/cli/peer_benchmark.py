@@ -42,7 +42,7 @@ null on CPU), compile_and_warmup_s, final_loss, compute_dtype, device_kind, plat
 plus implementation, compile, torch_version, transformers_version, param_count, optimizer,
 peer_config (the HF config / nn.Transformer arguments) and model_config (our ModelConfig).
 
-This process never runs JAX: flops.py imports jax.numpy (through model_config), so when run as a
+This process never runs JAX: models/flops.py imports jax.numpy (through model_config), so when run as a
 program it first sets JAX_PLATFORMS=cpu and XLA_PYTHON_CLIENT_PREALLOCATE=false, and JAX never
 touches (or preallocates) the GPU. Run it in its own process, apart from benchmark.py.
 """
@@ -133,7 +133,7 @@ def shapes(config, batch_size: int | None = None, seq_len: int | None = None, ma
 
 
 def step_flops(cfg: ModelConfig, shape: dict) -> int:
-    """Our flops.py count of one training step at these shapes."""
+    """Our models/flops.py count of one training step at these shapes."""
     if "src_len" in shape:
         return flops.transformer_step_flops(cfg, shape["batch_size"], shape["src_len"], shape["tgt_len"])
     return flops.bert_step_flops(cfg, shape["batch_size"], shape["seq_len"], shape["num_masked"])

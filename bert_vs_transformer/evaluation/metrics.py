@@ -6,7 +6,7 @@ comparable across papers; each score is returned with sacreBLEU's signature stri
 should quote next to it. BLEU and chrF are on sacreBLEU's 0-100 scale.
 
 GLUE metrics (Wang et al., 2019) are numpy implementations with scikit-learn's / scipy's
-conventions (checked against them in tests/test_translation_eval.py):
+conventions (checked against them in tests/evaluation/test_translation_eval.py):
 
 | task  | metrics                  |
 |-------|--------------------------|

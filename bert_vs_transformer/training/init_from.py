@@ -15,7 +15,7 @@ heads included, from a workdir of ours; the Adam moments still start at zero.
 Partial init: only the 'bert' subtree (embeddings, encoder layers, pooler) is replaced; the
 classifier (and any other head) keeps its fresh init, and so do the Adam moments (zeros). The
 source's tree must equal the target's: same keys and shapes (a missing or extra entry, or a
-shape that differs, is a ValueError naming it; `train.py` reports it as a one-line config error).
+shape that differs, is a ValueError naming it; the training loop reports it as a one-line config error).
 One exception: a source without a pooler (a `BertModel` saved without one) leaves the target's
 pooler freshly initialised, with a warning. all-MiniLM-L6-v2 does ship its pooler
 (`pooler.dense.*`, trained by MiniLM's distillation, unused by sentence-transformers' mean
