@@ -123,7 +123,7 @@ def train_iterator(config, *, process_index: int | None = None, process_count: i
 
     d = config.data
     B = int(d.batch_size)
-    p, P, rows = records.local_rows(B, process_index, process_count)
+    p, P, rows = records.process_rows(B, process_index, process_count)
     try:
         inputs, targets = blocks(config, d.get("train_split", None) or "train")
     except sources.DataError as e:  # e.g. WikiText-2's train file offline: a one-line config error

@@ -266,7 +266,7 @@ def train_iterator(config, *, process_index: int | None = None, process_count: i
 
     d = _d(config)
     B = int(d.batch_size)
-    p, P, L = records.local_rows(B, process_index, process_count)
+    p, P, L = records.process_rows(B, process_index, process_count)
     data = tokenized_split(config, d.get("train_split", "train"), train=True)
     n, seed = len(data), records.seed(config)
     if n == 0:

@@ -345,7 +345,7 @@ def train_iterator(config, *, process_index: int | None = None, process_count: i
 
     d = _d(config)
     B = int(d.batch_size)
-    p, P, L = records.local_rows(B, process_index, process_count)
+    p, P, L = records.process_rows(B, process_index, process_count)
     wp = tokenizer(config)
     check_vocab_size(config, wp)
     seed = records.seed(config)

@@ -27,7 +27,9 @@ def raw_dir(config) -> str | None:
     return config.data.get("raw_data_dir", None) or None
 
 
-def local_rows(global_batch_size: int, process_index: int | None, process_count: int | None) -> tuple[int, int, int]:
+def process_rows(global_batch_size: int, process_index: int | None, process_count: int | None) -> tuple[int, int, int]:
+    """(process index, process count, rows per process) of a global batch; None: this process's.
+    (Not data.local_rows, which slices a batch.)"""
     if process_index is None or process_count is None:
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
