@@ -3,6 +3,8 @@ r"""Times training steps on synthetic batches; prints one JSON line of throughpu
     python -m bert_vs_transformer.cli.benchmark --config=configs/bert.py:base \
         [--config.model.dtype=bfloat16 ...] [--batch_size=N --seq_len=L --steps=N --warmup=N \
          --peak_tflops=X --task=NAME --max_predictions=P --grad_accum_steps=K --members=N]
+    ... --memory    compile only: per-device bytes and GFLOPs of the step (cli/step_memory.py)
+    ... --decode [--beam_size=4 --alpha=0.6]    beam-search speed (cli/decode_speed.py)
 
 The step is the training loop's own: `tasks.get_task`, `optim.make_optimizer`,
 `partitioning.make_mesh`, `train_step.init_state` and `train_step.compile_train_step(make_train_step)`,
@@ -46,7 +48,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bert_vs_transformer import tasks
-from bert_vs_transformer.cli import run_absl
+from bert_vs_transformer.cli import decode_speed, run_absl, step_memory
 from bert_vs_transformer.models import flops, partitioning
 from bert_vs_transformer.training import (
     member_group,
@@ -76,6 +78,12 @@ def define_flags() -> None:
     flags.DEFINE_string("profile_dir", None, "After timing, trace --profile_steps more steps with jax.profiler "
                         "into this directory and log the top kernels per step (profile_summary.py).")
     flags.DEFINE_integer("profile_steps", 3, "Steps traced with --profile_dir (not part of the timing).")
+    flags.DEFINE_bool("memory", False, "Compile the step only and print its per-device argument, output and temp "
+                      "bytes and XLA's GFLOPs (cli/step_memory.py); any backend, any --config.mesh.*.")
+    flags.DEFINE_bool("decode", False, "Time beam search on synthetic sources of --batch_size x --seq_len instead "
+                      "(--steps searches, 0 for the step's FLOPs only; cli/decode_speed.py); encoder-decoder configs.")
+    flags.DEFINE_integer("beam_size", 4, "Beam size for --decode (Vaswani 6.1: 4).")
+    flags.DEFINE_float("alpha", 0.6, "Length penalty for --decode (Vaswani 6.1: 0.6).")
 
 
 DATA_MODULES = ("tensorflow_datasets", "grain", "tensorflow")
@@ -296,8 +304,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     if FLAGS.config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/bert.py:base")
-    if FLAGS.steps < 1 or FLAGS.warmup < 1 or FLAGS.profile_steps < 1:
-        raise app.UsageError("--steps, --warmup (it compiles) and --profile_steps must be at least 1")
+    if (FLAGS.steps < 1 and not (FLAGS.decode and FLAGS.steps == 0)) or FLAGS.warmup < 1 or FLAGS.profile_steps < 1:
+        raise app.UsageError("--steps, --warmup (it compiles) and --profile_steps must be at least 1 "
+                             "(--decode --steps=0: the decode step's FLOPs only)")
     try:
         config = prepare_config(
             FLAGS.config, FLAGS.batch_size, FLAGS.seq_len, FLAGS.task, FLAGS.max_predictions, FLAGS.grad_accum_steps
@@ -308,8 +317,20 @@ def main(argv):
         if "member_seeds" not in config:
             raise app.UsageError("--members needs a config with member_seeds (configs/glue.py)")
         config.member_seeds = ",".join(str(k) for k in range(FLAGS.members))
-    record = measure(config, FLAGS.steps, FLAGS.warmup, FLAGS.peak_tflops, FLAGS.profile_dir, FLAGS.profile_steps)
-    logging.info("benchmark: %.4f s/step, %.1f seq/s", record["step_time_s"], record["seq_per_s"])
+    if FLAGS.memory and FLAGS.decode:
+        raise app.UsageError("--memory and --decode are separate modes; pass one")
+    if FLAGS.memory:
+        record = step_memory.memory_record(config)
+        logging.info("memory: %.3f GB temp + %.3f GB arguments per device", record["temp_bytes"] / 1e9,
+                     record["argument_bytes"] / 1e9)
+    elif FLAGS.decode:
+        d = config.data
+        record = decode_speed.decode_record(config, int(d.batch_size), int(FLAGS.seq_len or d.max_len),
+                                            FLAGS.beam_size, FLAGS.alpha, FLAGS.steps)
+        logging.info("decode: %.2f sentences/s", record["sentences_per_s"])
+    else:
+        record = measure(config, FLAGS.steps, FLAGS.warmup, FLAGS.peak_tflops, FLAGS.profile_dir, FLAGS.profile_steps)
+        logging.info("benchmark: %.4f s/step, %.1f seq/s", record["step_time_s"], record["seq_per_s"])
     if jax.process_index() == 0:
         print(json.dumps(record, default=str), flush=True)
 

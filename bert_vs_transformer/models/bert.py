@@ -71,8 +71,8 @@ class MaskedLMHead(nn.Module):
             "output_bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",)),
             (cfg.vocab_size,), cfg.weight_dtype,
         )
-        logits = token_embed.attend(h) + bias.astype(cfg.compute_dtype)
-        return layers.constrain(logits, ("batch", "length", "vocab")).astype(jnp.float32)
+        logits = token_embed.attend(h) + bias.astype(jnp.float32)  # fp32, as attend accumulates
+        return layers.constrain(logits, ("batch", "length", "vocab"))
 
 
 def _classifier(cfg: ModelConfig, num_outputs: int, name: str) -> layers.DenseGeneral:

@@ -138,28 +138,59 @@ def _setup(cfg: ModelConfig, params, src: jax.Array, copies: int, total: int):
     """Encodes once; returns (step_fn, initial cache) for batch b * copies and `total` positions."""
     memory = transformer.EncoderDecoder(cfg).apply({"params": params}, src, method="encode")
     src_valid = src != PAD_ID
-    if copies > 1:
-        memory = jnp.repeat(memory, copies, axis=0)
-        src_valid = jnp.repeat(src_valid, copies, axis=0)
-    n = src_valid.shape[0]
-    model = transformer.EncoderDecoder(cfg, decode=True)
-    # The cache starts as all zeros (keys/values and the position counters), so only its shapes
-    # are needed from the sizing call.
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((n, src.shape[1]), jnp.int32),
-                           jnp.zeros((n, total), jnp.int32))["cache"]
+    # A call without a cache creates it: self-attention caches of `total` zero positions, and the
+    # cross-attention keys/values of the encoder output, computed here once per source sentence
+    # rather than at every step. Its logits are discarded (XLA drops what they alone need).
+    bos = jnp.full((src.shape[0], 1), BOS_ID, jnp.int32)
+    _, created = _decoder(cfg, total).apply(
+        {"params": params}, bos, memory, src_valid, method="decode_logits", mutable=["cache"]
     )
-    cache = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    cache = created["cache"]
+    if copies > 1:  # beams: each sentence's rows repeated (cross keys/values included)
+        cache = _map_batch(cfg, cache, lambda x, axis: jnp.repeat(x, copies, axis=axis))
+        src_valid = jnp.repeat(src_valid, copies, axis=0)
+    return functools.partial(_step, cfg, total, params, src_valid), cache
 
-    def step(cache, ids):
-        """ids [n] (the previous tokens) -> (log-probs [n, vocab] fp32, new cache)."""
-        logits, mutated = model.apply(
-            {"params": params, "cache": cache}, ids[:, None], memory, src_valid,
-            method="decode_logits", mutable=["cache"],
-        )
-        return jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1), mutated["cache"]
 
-    return step, cache
+def _decoder(cfg: ModelConfig, total: int) -> transformer.EncoderDecoder:
+    return transformer.EncoderDecoder(cfg, decode=True, decode_len=total)
+
+
+def _step(cfg: ModelConfig, total: int, params, src_valid, cache, ids):
+    """ids [n] (the previous tokens) -> (log-probs [n, vocab] fp32, new cache)."""
+    logits, mutated = _decoder(cfg, total).apply(
+        {"params": params, "cache": cache}, ids[:, None], None, src_valid,
+        method="decode_logits", mutable=["cache"],
+    )
+    return jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1), mutated["cache"]
+
+
+def decode_step_program(cfg: ModelConfig, params, src: jax.Array, copies: int = 1, total: int | None = None):
+    """(step_fn, initial cache) of the cached decoder: step_fn(cache, ids [n]) -> (log-probs, cache)
+    for n = batch * copies rows (beams)."""
+    src = jnp.asarray(src, jnp.int32)
+    total = src.shape[1] + EXTRA_LENGTH if total is None else int(total)
+    return _setup(cfg, nn.unbox(params), src, copies, total)
+
+
+def decode_step_cost(cfg: ModelConfig, batch_size: int, src_len: int, beam_size: int = 1) -> dict[str, float]:
+    """XLA's cost analysis of one compiled decode step over batch_size * beam_size rows (the model's
+    part of a beam-search step), with outputs up to src_len + 50: {'flops', 'bytes accessed'}.
+    Abstract: compiles, allocates nothing."""
+    total = src_len + EXTRA_LENGTH
+    src = jax.ShapeDtypeStruct((batch_size, src_len), jnp.int32)
+    params = jax.eval_shape(
+        lambda: nn.unbox(transformer.EncoderDecoder(cfg).init(jax.random.PRNGKey(0), jnp.ones(src.shape, jnp.int32),
+                                                              jnp.ones((batch_size, 1), jnp.int32))["params"])
+    )
+    cache = jax.eval_shape(lambda p, s: _setup(cfg, p, s, beam_size, total)[1], params, src)
+    n = batch_size * beam_size
+    src_valid = jax.ShapeDtypeStruct((n, src_len), jnp.bool_)
+    ids = jax.ShapeDtypeStruct((n,), jnp.int32)
+    compiled = jax.jit(functools.partial(_step, cfg, total)).lower(params, src_valid, cache, ids).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return {k: float(cost.get(k, 0.0)) for k in ("flops", "bytes accessed")}
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "total", "max_len"))
@@ -189,21 +220,36 @@ def _greedy_jit(cfg, params, src, eos_id, *, total, max_len):
     return tokens, t
 
 
+# Cross-attention keys/values: the same for every beam of a sentence, so beam reordering, which
+# only permutes beams within a sentence, leaves them alone.
+_PER_SENTENCE = frozenset({"cross_key", "cross_value"})
+
+
+def _map_batch(cfg: ModelConfig, cache, fn, skip=frozenset()):
+    """fn(x, axis) on every per-sequence cache array along its batch axis (axis 0, or 1 under the
+    scanned 'layers' module whose arrays have the layer axis first); counters and `skip` names are
+    left alone."""
+
+    def apply(path, x):
+        names = [getattr(k, "key", None) for k in path]
+        axis = 1 if cfg.scan_layers and "layers" in names else 0
+        if x.ndim <= axis or names[-1] in skip:  # 'position' / 'cache_index': shared by all rows
+            return x
+        return fn(x, axis)
+
+    return jax.tree_util.tree_map_with_path(apply, cache)
+
+
 def _reorder_cache(cfg: ModelConfig, cache, flat_idx: jax.Array):
-    """Gathers every per-sequence cache array along its batch axis (axis 0, or axis 1 under the
-    scanned 'layers' module whose arrays have the layer axis first); counters are left alone."""
+    """Gathers the self-attention caches' rows `flat_idx` (the surviving beams' origins)."""
     n = flat_idx.shape[0]
 
-    def gather(path, x):
-        scanned = cfg.scan_layers and any(getattr(k, "key", None) == "layers" for k in path)
-        axis = 1 if scanned else 0
-        if x.ndim <= axis:  # 'position' / 'cache_index': shared by all sequences
-            return x
+    def gather(x, axis):
         if x.shape[axis] != n:
-            raise ValueError(f"cache array {jax.tree_util.keystr(path)} {x.shape} has no batch axis {axis} of {n}")
+            raise ValueError(f"cache array {x.shape} has no batch axis {axis} of {n}")
         return jnp.take(x, flat_idx, axis=axis)
 
-    return jax.tree_util.tree_map_with_path(gather, cache)
+    return _map_batch(cfg, cache, gather, skip=_PER_SENTENCE)
 
 
 def _gather_beams(x: jax.Array, idx: jax.Array) -> jax.Array:

@@ -71,30 +71,57 @@ class DenseGeneral(nn.Module):
     kernel_axes: tuple[str, ...]
     config: ModelConfig
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def setup(self):
         cfg = self.config
         n_in, n_out = len(self.in_shape), len(self.out_shape)
         init = kernel_init(cfg, in_axis=tuple(range(n_in)), out_axis=tuple(range(n_in, n_in + n_out)))
-        kernel = self.param(
+        self.kernel = self.param(
             "kernel",
             nn.with_logical_partitioning(init, self.kernel_axes),
             self.in_shape + self.out_shape,
             cfg.weight_dtype,
         )
-        x = x.astype(cfg.compute_dtype)
-        kernel = kernel.astype(cfg.compute_dtype)
-        contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-        y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
         if cfg.use_bias:
-            bias = self.param(
+            self.bias = self.param(
                 "bias",
                 nn.with_logical_partitioning(nn.initializers.zeros_init(), self.kernel_axes[n_in:]),
                 self.out_shape,
                 cfg.weight_dtype,
             )
-            y = y + bias.astype(cfg.compute_dtype)
-        return y
+
+    def weights(self) -> tuple[jax.Array, jax.Array | None]:
+        """(kernel, bias or None) in the compute dtype."""
+        dtype = self.config.compute_dtype
+        return self.kernel.astype(dtype), (self.bias.astype(dtype) if self.config.use_bias else None)
+
+    def __call__(self, x: jax.Array, preferred_element_type=None) -> jax.Array:
+        kernel, bias = self.weights()
+        return contract(x.astype(self.config.compute_dtype), kernel, bias, len(self.in_shape), preferred_element_type)
+
+
+def contract(x, kernel, bias, n_in: int, preferred_element_type=None) -> jax.Array:
+    """x's last n_in axes against kernel's first n_in, plus bias."""
+    dims = ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ()))
+    y = jax.lax.dot_general(x, kernel, dims, preferred_element_type=preferred_element_type)
+    return y if bias is None else y + bias.astype(y.dtype)
+
+
+def fused_projection(modules: Sequence[DenseGeneral], x: jax.Array) -> list[jax.Array]:
+    """The same input through several projections as one matmul over their stacked kernels.
+
+    Under tensor parallelism x's gradient is then one partial sum and one all-reduce instead of
+    one per projection (self-attention's Q, K, V: 3 -> 1). The parameters stay separate, so
+    checkpoints and the Hugging Face conversion are unchanged.
+    """
+    if len(modules) == 1:
+        return [modules[0](x)]
+    weights = [m.weights() for m in modules]
+    n_in = len(modules[0].in_shape)
+    kernel = jnp.stack([k for k, _ in weights], axis=n_in)
+    bias = None if weights[0][1] is None else jnp.stack([b for _, b in weights], axis=0)
+    y = contract(x.astype(modules[0].config.compute_dtype), kernel, bias, n_in)
+    axis = x.ndim - n_in
+    return [jnp.squeeze(part, axis) for part in jnp.split(y, len(modules), axis=axis)]
 
 
 def layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
@@ -112,25 +139,41 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention (Vaswani 3.2.2): self, cross or causal, with an optional decode cache.
 
     With decode=True the module keeps `cached_key`, `cached_value` and `cache_index` in the
-    'cache' collection: the first (initialising) call sizes the cache from its inputs; later calls
-    append their keys/values and let each query see every cached position up to its own. The
-    caller must not decode past the cache length it initialised (writes would clamp to the end).
+    'cache' collection: the first (initialising) call sizes the cache (decode_len positions, else
+    its inputs' length); later calls append their keys/values and let each query see every cached
+    position up to its own. The caller must not decode past that length (writes would clamp).
+    With cache_kv=True (cross-attention while decoding) the first call after `init` keeps the
+    keys/values of `inputs_kv` (the encoder output) as `cross_key` / `cross_value` in the cache,
+    and later calls reuse them.
     """
 
     config: ModelConfig
     deterministic: bool = True
     decode: bool = False
+    decode_len: int | None = None
+    cache_kv: bool = False
 
     @nn.compact
-    def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, mask: jax.Array | None) -> jax.Array:
+    def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array | None,
+                 mask: attn_lib.AttentionMask | None) -> jax.Array:
         cfg = self.config
         h, d = cfg.num_heads, cfg.qkv_dim
-        proj = lambda name: DenseGeneral(  # noqa: E731
-            (cfg.d_model,), (h, d), ("embed", "heads", "kv"), cfg, name=name
+        query_p, key_p, value_p = (
+            DenseGeneral((cfg.d_model,), (h, d), ("embed", "heads", "kv"), cfg, name=name)
+            for name in ("query", "key", "value")
         )
-        query = constrain(proj("query")(inputs_q), HEADS_ACT)
-        key = constrain(proj("key")(inputs_kv), HEADS_ACT)
-        value = constrain(proj("value")(inputs_kv), HEADS_ACT)
+        if self.cache_kv and self.has_variable("cache", "cross_key"):
+            query = query_p(inputs_q)
+            key, value = self.get_variable("cache", "cross_key"), self.get_variable("cache", "cross_value")
+        elif inputs_kv is inputs_q:
+            query, key, value = fused_projection((query_p, key_p, value_p), inputs_q)
+        else:
+            query = query_p(inputs_q)
+            key, value = fused_projection((key_p, value_p), inputs_kv)
+            if self.cache_kv and not self.is_initializing():  # not init's: its params are random
+                self.put_variable("cache", "cross_key", key)
+                self.put_variable("cache", "cross_value", value)
+        query, key, value = (constrain(x, HEADS_ACT) for x in (query, key, value))
 
         if self.decode:
             key, value, mask = self._update_cache(key, value, mask)
@@ -151,12 +194,13 @@ class MultiHeadAttention(nn.Module):
 
     def _update_cache(self, key, value, mask):
         is_initialized = self.has_variable("cache", "cached_key")
-        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+        shape = key.shape if self.decode_len is None else (key.shape[0], self.decode_len) + key.shape[2:]
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, value.dtype)
         cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
         if not is_initialized:  # the sizing call: its outputs are discarded
             return key, value, mask
-        step_len, max_len = key.shape[1], cached_key.value.shape[1]
+        step_len = key.shape[1]
         index = cache_index.value
         zero = jnp.array(0, dtype=index.dtype)
         start = (zero, index, zero, zero)
@@ -164,8 +208,8 @@ class MultiHeadAttention(nn.Module):
         cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value.astype(cached_value.value.dtype), start)
         cache_index.value = index + step_len
         # Query i of this chunk sits at absolute position index + i and sees keys 0..index + i.
-        decode_mask = attn_lib.causal_mask(step_len, max_len, offset=index)
-        return cached_key.value, cached_value.value, attn_lib.combine_masks(decode_mask, mask)
+        mask = attn_lib.AttentionMask() if mask is None else mask
+        return cached_key.value, cached_value.value, mask.replace(causal=True, offset=index)
 
 
 class FeedForward(nn.Module):
@@ -194,7 +238,12 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
 
 
 class TokenEmbed(nn.Module):
-    """Token embedding table; `attend` is the tied pre-softmax projection (Vaswani 3.4)."""
+    """Token embedding table; `attend` is the tied pre-softmax projection (Vaswani 3.4).
+
+    The table is cast to the compute dtype and all-gathered over its 'embed' (fsdp) shards once per
+    forward pass, and the lookups and `attend` share that copy: one gather of the table and one
+    reduction of its gradient a step, however many times it is used.
+    """
 
     config: ModelConfig
     num_embeddings: int | None = None
@@ -207,13 +256,15 @@ class TokenEmbed(nn.Module):
             (self.num_embeddings or cfg.vocab_size, cfg.d_model),
             cfg.weight_dtype,
         )
+        self.table = constrain(self.embedding.astype(cfg.compute_dtype), ("vocab", None))
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return lookup(self.embedding, ids, "vocab").astype(self.config.compute_dtype)
+        return jnp.take(self.table, ids, axis=0)
 
     def attend(self, x: jax.Array) -> jax.Array:
-        dtype = self.config.compute_dtype
-        return jnp.einsum("...d,vd->...v", x.astype(dtype), self.embedding.astype(dtype))
+        """x [..., d] -> logits [..., vocab], accumulated and returned in fp32."""
+        return jnp.einsum("...d,vd->...v", x.astype(self.config.compute_dtype), self.table,
+                          preferred_element_type=jnp.float32)
 
 
 class InputEmbedding(nn.Module):
@@ -277,7 +328,7 @@ class EncoderLayer(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: attn_lib.AttentionMask | None) -> jax.Array:
         cfg, det = self.config, self.deterministic
         attn = MultiHeadAttention(cfg, det, name="attention")
         x = residual(cfg, det, layer_norm(cfg, "attention_norm"), x, lambda h: attn(h, h, mask))
@@ -291,12 +342,13 @@ class DecoderLayer(nn.Module):
     config: ModelConfig
     deterministic: bool = True
     decode: bool = False
+    decode_len: int | None = None
 
     @nn.compact
     def __call__(self, x, memory, self_mask, cross_mask):
         cfg, det = self.config, self.deterministic
-        self_attn = MultiHeadAttention(cfg, det, self.decode, name="self_attention")
-        cross_attn = MultiHeadAttention(cfg, det, name="cross_attention")
+        self_attn = MultiHeadAttention(cfg, det, self.decode, self.decode_len, name="self_attention")
+        cross_attn = MultiHeadAttention(cfg, det, cache_kv=self.decode, name="cross_attention")
         x = residual(cfg, det, layer_norm(cfg, "self_attention_norm"), x, lambda h: self_attn(h, h, self_mask))
         x = residual(cfg, det, layer_norm(cfg, "cross_attention_norm"), x, lambda h: cross_attn(h, memory, cross_mask))
         x = residual(cfg, det, layer_norm(cfg, "ffn_norm"), x, FeedForward(cfg, det, name="ffn"))
@@ -364,11 +416,9 @@ class Encoder(nn.Module):
         valid = default_padding(ids, padding_mask, segmentation)
         x = InputEmbedding(cfg, self.token_embed, self.deterministic, name="embeddings")(ids, positions, token_types)
         # Key padding suffices: padded queries' outputs are never read (and stay finite).
-        mask = attn_lib.key_padding_mask(valid)
-        if segmentation is not None:
-            mask = attn_lib.combine_masks(mask, attn_lib.segment_mask(segmentation, segmentation))
-        if cfg.causal:  # a left-to-right encoder (BERT Table 5, "LTR & No NSP")
-            mask = attn_lib.combine_masks(mask, attn_lib.causal_mask(ids.shape[1]))
+        # model.causal: a left-to-right encoder (BERT Table 5, "LTR & No NSP").
+        mask = attn_lib.AttentionMask(key_valid=valid, causal=cfg.causal,
+                                      query_segments=segmentation, key_segments=segmentation)
         x = apply_layers(self, EncoderLayer, cfg.num_encoder_layers, x, mask, deterministic=self.deterministic)
         if cfg.norm_position == "pre":
             x = layer_norm(cfg, "final_norm")(x)
@@ -376,12 +426,17 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Target embedding + N decoder layers with causal self-attention and cross-attention."""
+    """Target embedding + N decoder layers with causal self-attention and cross-attention.
+
+    decode=True: one step at a time over the layers' caches (decode_len positions); `memory` may
+    then be None once the cross-attention caches hold the encoder output's keys and values.
+    """
 
     config: ModelConfig
     token_embed: TokenEmbed
     deterministic: bool = True
     decode: bool = False
+    decode_len: int | None = None
 
     @nn.compact
     def __call__(
@@ -389,11 +444,11 @@ class Decoder(nn.Module):
         segmentation=None, memory_segmentation=None,
     ):
         cfg = self.config
-        valid = default_padding(ids, padding_mask, segmentation)
         if self.decode and positions is None:
             positions = self._decode_positions(ids)
         x = InputEmbedding(cfg, self.token_embed, self.deterministic, name="embeddings")(ids, positions)
-        cross_mask = attn_lib.key_padding_mask(memory_valid)
+        cross_mask = attn_lib.AttentionMask(key_valid=memory_valid, query_segments=segmentation,
+                                            key_segments=memory_segmentation)
         if self.decode:
             # Causality comes from the cache; positions must be given by the caller.
             self_mask = None
@@ -401,17 +456,14 @@ class Decoder(nn.Module):
             # No explicit padding: the causal mask alone. Decoder inputs start with BOS = 0 (the
             # pad id), so `ids != 0` would hide BOS; with right padding a real query never sees a
             # padded key anyway.
-            self_mask = attn_lib.causal_mask(ids.shape[1])
+            self_mask = attn_lib.AttentionMask(causal=True)
         else:
-            self_mask = attn_lib.combine_masks(
-                attn_lib.causal_mask(ids.shape[1]), attn_lib.key_padding_mask(valid)
-            )
-            if segmentation is not None:
-                self_mask = attn_lib.combine_masks(self_mask, attn_lib.segment_mask(segmentation, segmentation))
-                cross_mask = attn_lib.combine_masks(cross_mask, attn_lib.segment_mask(segmentation, memory_segmentation))
+            valid = default_padding(ids, padding_mask, segmentation)
+            self_mask = attn_lib.AttentionMask(key_valid=valid, causal=True, query_segments=segmentation,
+                                               key_segments=segmentation)
         x = apply_layers(
             self, DecoderLayer, cfg.num_decoder_layers, x, memory, self_mask, cross_mask,
-            deterministic=self.deterministic, decode=self.decode,
+            deterministic=self.deterministic, decode=self.decode, decode_len=self.decode_len,
         )
         if cfg.norm_position == "pre":
             x = layer_norm(cfg, "final_norm")(x)

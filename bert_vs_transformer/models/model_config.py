@@ -46,7 +46,7 @@ class ModelConfig:
     causal: bool = False  # causal encoder self-attention: BERT Table 5's left-to-right LM
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # master weights
-    attention_kernel: str = "xla"  # xla: einsum softmax; cudnn: jax.nn.dot_product_attention flash
+    attention_kernel: str = "xla"  # xla: einsum softmax; cudnn: flash attention (bf16/fp16, no attention dropout)
     remat_policy: str = "none"  # nn.remat checkpoint policy per layer
     scan_layers: bool = False  # nn.scan over layers (stacked params with a leading 'layers' axis)
 
@@ -68,6 +68,8 @@ class ModelConfig:
                 f"ModelConfig.d_model={self.d_model} is not divisible by num_heads={self.num_heads}; "
                 "set head_dim explicitly"
             )
+        if self.attention_kernel == "cudnn":
+            _check_cudnn(self)
 
     @property
     def qkv_dim(self) -> int:
@@ -112,6 +114,21 @@ def resume_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> lis
     fields = sorted((set(saved) | set(current)) - RESUMABLE_FIELDS)
     return [f"model.{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}"
             for k in fields if saved.get(k) != current.get(k)]
+
+
+def _check_cudnn(cfg: ModelConfig) -> None:
+    """What cuDNN's flash attention (through jax.nn.dot_product_attention) cannot do, refused here
+    rather than inside JAX at compile time."""
+    if cfg.dtype not in ("bfloat16", "float16"):
+        raise ValueError(f"ModelConfig.attention_kernel='cudnn' needs dtype bfloat16 or float16 (cuDNN flash "
+                         f"attention has no {cfg.dtype} kernel); set model.dtype=bfloat16 or attention_kernel='xla'")
+    if cfg.qkv_dim % 8 or cfg.qkv_dim > 256:
+        raise ValueError(f"ModelConfig.attention_kernel='cudnn' needs a head dim that is a multiple of 8 and at "
+                         f"most 256 (128 before Hopper), got {cfg.qkv_dim}; use attention_kernel='xla'")
+    if cfg.attention_dropout_rate > 0:
+        raise ValueError(f"ModelConfig.attention_kernel='cudnn' has no attention dropout, got "
+                         f"attention_dropout_rate={cfg.attention_dropout_rate}; set model.attention_dropout_rate=0.0 "
+                         "or attention_kernel='xla'")
 
 
 def _check_choice(name, value, choices):

@@ -17,6 +17,7 @@ class EncoderDecoder(nn.Module):
     config: ModelConfig
     deterministic: bool = True
     decode: bool = False
+    decode_len: int | None = None  # decode=True: target positions the caches hold
 
     def setup(self):
         cfg = self.config
@@ -30,7 +31,9 @@ class EncoderDecoder(nn.Module):
                 (cfg.d_model,), (cfg.vocab_size,), ("embed", "vocab"), cfg, name="output_projection"
             )
         self.encoder = layers.Encoder(cfg, self.token_embed, self.deterministic, name="encoder")
-        self.decoder = layers.Decoder(cfg, target_embed, self.deterministic, self.decode, name="decoder")
+        self.decoder = layers.Decoder(
+            cfg, target_embed, self.deterministic, self.decode, self.decode_len, name="decoder"
+        )
 
     def encode(self, inputs, inputs_padding=None, inputs_positions=None, inputs_segmentation=None):
         """Source ids [b, s] -> encoder memory [b, s, d]."""
@@ -42,7 +45,9 @@ class EncoderDecoder(nn.Module):
         self, targets_in, memory, inputs_valid, targets_padding=None, targets_positions=None,
         targets_segmentation=None, inputs_segmentation=None,
     ):
-        """Decoder input ids [b, t] (targets shifted right) -> logits [b, t, vocab] (fp32)."""
+        """Decoder input ids [b, t] (targets shifted right) -> logits [b, t, vocab] (fp32).
+
+        When decoding, `memory` is needed only by the first (cache-filling) call."""
         y = self.decoder(
             targets_in, memory, inputs_valid, padding_mask=targets_padding, positions=targets_positions,
             segmentation=targets_segmentation, memory_segmentation=inputs_segmentation,
@@ -50,7 +55,7 @@ class EncoderDecoder(nn.Module):
         if self.config.share_embeddings:
             logits = self.token_embed.attend(y)
         else:
-            logits = self.output_projection(y)
+            logits = self.output_projection(y, preferred_element_type=jnp.float32)
         return layers.constrain(logits, ("batch", "length", "vocab")).astype(jnp.float32)
 
     def __call__(

@@ -16,6 +16,12 @@ class TranslationTask(Task):
 
     name = "translation"
 
+    def __init__(self, config):
+        super().__init__(config)
+        if self.model_config.attention_kernel == "cudnn" and config.data.get("pack", False):
+            raise ValueError("config.data.pack=True: packed rows need segment masks, which "
+                             "model.attention_kernel='cudnn' cannot take; set data.pack=False or attention_kernel='xla'")
+
     def model(self, deterministic: bool):
         return transformer.EncoderDecoder(self.model_config, deterministic=deterministic)
 

@@ -17,11 +17,10 @@ def _qkv(b=2, q=5, k=7, h=3, d=8, seed=0):
 def test_xla_kernel_matches_numpy_formula():
     q, k, v = _qkv()
     valid = jnp.array([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]], bool)
-    mask = attention.key_padding_mask(valid)
-    out = attention.dot_product_attention(q, k, v, mask)
+    out = attention.dot_product_attention(q, k, v, attention.AttentionMask(key_valid=valid))
     qn, kn, vn = map(np.asarray, (q, k, v))
     s = np.einsum("bqhd,bkhd->bhqk", qn, kn) / np.sqrt(qn.shape[-1])
-    s = np.where(np.asarray(mask), s, -np.inf)
+    s = np.where(np.asarray(valid)[:, None, None, :], s, -np.inf)
     p = np.exp(s - s.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     ref = np.einsum("bhqk,bkhd->bqhd", p, vn)
@@ -32,18 +31,19 @@ def test_xla_kernel_matches_jax_fused_path_with_all_masks():
     q, k, v = _qkv(q=6, k=6)
     valid = jnp.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
     seg = jnp.array([[1, 1, 2, 2, 0, 0], [1, 1, 1, 2, 2, 2]])
-    mask = attention.combine_masks(
+    mask = attention.AttentionMask(key_valid=valid, query_segments=seg, key_segments=seg, causal=True)
+    ours = attention.dot_product_attention(q, k, v, mask, kernel="xla")
+    dense = attention.combine_masks(
         attention.padding_mask(valid, valid), attention.segment_mask(seg, seg), attention.causal_mask(6)
     )
-    ours = attention.dot_product_attention(q, k, v, mask, kernel="xla")
-    ref = attention.fused_attention(q, k, v, mask, implementation="xla")
+    ref = jax.nn.dot_product_attention(q, k, v, mask=dense, implementation="xla")
     real = np.asarray(valid)
     np.testing.assert_allclose(np.asarray(ours)[real], np.asarray(ref)[real], atol=1e-5)
 
 
 def test_fully_masked_rows_stay_finite():
     q, k, v = _qkv()
-    mask = jnp.zeros((2, 1, 5, 7), bool)
+    mask = attention.AttentionMask(key_valid=jnp.zeros((2, 7), bool))
     assert np.isfinite(np.asarray(attention.dot_product_attention(q, k, v, mask))).all()
 
 

@@ -155,7 +155,8 @@ def test_pre_ln(batch):
 
 def test_cache_positions_advance(batch, post_ln_incremental):
     """The sizing call leaves the counters at 0; decoding advances the decoder position and every
-    self-attention cache index by one per token, to the full target length."""
+    self-attention cache index by one per token, to the full target length. Cross-attention keys
+    and values are computed once, from memory, and kept."""
     t = batch[2].shape[1]
     init, final = post_ln_incremental["init_cache"]["decoder"], post_ln_incremental["final_cache"]["decoder"]
     for cache, expected in ((init, 0), (final, t)):
@@ -164,7 +165,10 @@ def test_cache_positions_advance(batch, post_ln_incremental):
             layer = cache[f"layers_{i}"]
             assert int(layer["self_attention"]["cache_index"]) == expected
             assert layer["self_attention"]["cached_key"].shape[1] == t
-            assert "cross_attention" not in layer  # cross-attention keys come from memory each step
+        # init's random parameters make no cross-attention keys; the first step keeps memory's.
+        assert "cross_attention" not in init[f"layers_{i}"]
+        cross = final[f"layers_{i}"]["cross_attention"]
+        assert cross["cross_key"].shape[:2] == cross["cross_value"].shape[:2] == batch[0].shape
 
 
 def test_default_target_padding_matches_decoding(batch, post_ln_params, post_ln_incremental):

@@ -1,11 +1,13 @@
 """The sharded train step against itself on one device: the same loss and updated parameters on
 meshes (8,1,1), (2,2,2), (1,8,1) and (1,1,1); fsdp shards hold 1/8 of each sharded parameter;
-gradient accumulation equals the large batch; a checkpoint saved on 8-way fsdp restores onto one
-device."""
+gradient accumulation equals the large batch and reduces gradients once per step, after its loop; a
+checkpoint saved on 8-way fsdp restores onto one device."""
 
 import jax
 import numpy as np
 import pytest
+
+from _hlo import reductions_in_and_out_of_loops
 
 from bert_vs_transformer import config_args, tasks
 from bert_vs_transformer.data import synthetic as synthetic_data
@@ -97,6 +99,31 @@ def test_gradient_accumulation_equals_large_batch(devices, family):
     diff = _max_diff(jax.device_get(acc.params), jax.device_get(full.params))
     print(f"{family}: accumulation x4 vs full batch, max param diff {diff:.2e}")
     assert diff <= 1e-5
+
+
+@pytest.mark.parametrize("family", ["transformer", "bert"])
+@pytest.mark.parametrize("shape", [(8, 1, 1), (1, 8, 1)], ids=["data8", "fsdp8"])
+def test_gradient_accumulation_reduces_once_per_step(devices, family, shape, capfd):
+    """Under grad_accum_steps=4 on data=8 or fsdp=8 no parameter-sized all-reduce or reduce-scatter runs
+    inside the accumulation loop (scalar metric sums may): the gradients are reduced after it."""
+    config = _config(family)
+    config.data.batch_size = 32  # 4 microbatches x 8 shards
+    mesh = partitioning.make_mesh(dict(zip(partitioning.MESH_AXES, shape)), devices)
+    task = tasks.get_task(config)
+    tx, schedule = optim.make_optimizer(config.optimizer, config.model.d_model, config.num_train_steps)
+    state, shardings = train_step.abstract_state(task, tx, config.data.batch_size, config.seed, mesh)
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=partitioning.batch_sharding(mesh))
+             for k, v in synthetic_data.global_batch(config, 0).items()}
+    step = train_step.compile_train_step(train_step.make_train_step(task, tx, schedule, 4), shardings, mesh)
+    capfd.readouterr()
+    with partitioning.activate(mesh):
+        hlo = step.jitted.lower(state, batch, jax.random.PRNGKey(0)).compile().as_text()
+    assert "Involuntary full rematerialization" not in capfd.readouterr().err
+    num_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+    inside, outside = reductions_in_and_out_of_loops(hlo)
+    print(f"{family} mesh {shape}: {num_params} parameters; elements reduced in loops {inside}, after {outside}")
+    assert inside < 0.01 * num_params, (inside, num_params)
+    assert outside >= num_params / 8, (outside, num_params)  # the gradients' one reduction (fsdp: 1/8 each)
 
 
 def test_checkpoint_restores_onto_another_mesh(devices, tmp_path):
