@@ -163,6 +163,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             d.vocab = learned  # the vocabulary phase 1 learned (data.save_vocab)
         config.init = workdir
         config.init_heads = True
+        if config.variant == "large":
+            # At 512 the attention scores dominate the saved activations: recompute them (and keep the
+            # weight matmuls' outputs), 12.6 -> 4.2 GB of temporaries at 4 x 512 (docs/performance.md).
+            config.model.remat_policy = "dots_no_batch"
         d.max_seq_len = 2 * int(src["data"]["max_seq_len"]) if small else 512
         d.max_predictions_per_seq = 2 * int(src["data"]["max_predictions_per_seq"]) if small else 80
         config.num_train_steps = 30 if small else 100_000
