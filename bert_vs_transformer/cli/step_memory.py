@@ -52,7 +52,8 @@ def memory_record(config) -> dict[str, Any]:
         "temp_bytes": int(mem.temp_size_in_bytes),
         "peak_estimate_bytes": int(mem.argument_size_in_bytes + mem.output_size_in_bytes
                                    - mem.alias_size_in_bytes + mem.temp_size_in_bytes),
-        "hlo_gflops": float(cost.get("flops", 0.0)) / 1e9,  # XLA's count for one device's program
+        # XLA's count for one device's program; a loop's body counts once (scan_layers: one layer).
+        "hlo_gflops": float(cost.get("flops", 0.0)) / 1e9,
         "model_gflops_per_device": task.step_flops(batch_size) / jax.device_count() / 1e9,
         "device_kind": device.device_kind,
         "platform": device.platform,
