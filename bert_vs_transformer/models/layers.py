@@ -241,8 +241,9 @@ class TokenEmbed(nn.Module):
     """Token embedding table; `attend` is the tied pre-softmax projection (Vaswani 3.4).
 
     The table is cast to the compute dtype and all-gathered over its 'embed' (fsdp) shards once per
-    forward pass, and the lookups and `attend` share that copy: one gather of the table and one
-    reduction of its gradient a step, however many times it is used.
+    forward pass, and the lookups and `attend` share that copy: one gather of the table a step,
+    however many times it is used. (Its gradient is still reduced once per use where the compiler
+    does not reassociate the sums; docs/performance.md.)
     """
 
     config: ModelConfig
