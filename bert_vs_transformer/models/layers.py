@@ -15,6 +15,7 @@ import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from bert_vs_transformer.models import attention as attn_lib
+from bert_vs_transformer.models import partitioning
 from bert_vs_transformer.models.model_config import ModelConfig
 
 Initializer = Callable[..., jax.Array]
@@ -241,9 +242,9 @@ class TokenEmbed(nn.Module):
     """Token embedding table; `attend` is the tied pre-softmax projection (Vaswani 3.4).
 
     The table is cast to the compute dtype and all-gathered over its 'embed' (fsdp) shards once per
-    forward pass, and the lookups and `attend` share that copy: one gather of the table a step,
-    however many times it is used. (Its gradient is still reduced once per use where the compiler
-    does not reassociate the sums; docs/performance.md.)
+    forward pass, and the lookups and `attend` share that copy. Under a data-parallel mesh every use
+    reads it as one copy per batch shard, so the gradients of all uses add up on each device and
+    cross the mesh once: one gather and one reduction of the table a step, however often it is used.
     """
 
     config: ModelConfig
@@ -258,14 +259,32 @@ class TokenEmbed(nn.Module):
             cfg.weight_dtype,
         )
         self.table = constrain(self.embedding.astype(cfg.compute_dtype), ("vocab", None))
+        # [shards, vocab, d] split like the batch: each use's gradient is a local [vocab, d] on every
+        # device; they add up there and the broadcast's transpose reduces the sum once.
+        shards = partitioning.batch_shard_count()
+        self.tables = None if shards == 1 else constrain(
+            jnp.broadcast_to(self.table, (shards, *self.table.shape)), ("batch", "vocab", None))
+
+    def _per_shard(self, rows: int) -> jax.Array | None:
+        """The per-shard copies when `rows` splits evenly over them, else None (use `table`)."""
+        return None if self.tables is None or rows % self.tables.shape[0] else self.tables
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(self.table, ids, axis=0)
+        tables = self._per_shard(ids.shape[0])
+        if tables is None:
+            return jnp.take(self.table, ids, axis=0)
+        rows = ids.reshape(tables.shape[0], -1, *ids.shape[1:])
+        return jax.vmap(lambda t, i: jnp.take(t, i, axis=0))(tables, rows).reshape(*ids.shape, -1)
 
     def attend(self, x: jax.Array) -> jax.Array:
-        """x [..., d] -> logits [..., vocab], accumulated and returned in fp32."""
-        return jnp.einsum("...d,vd->...v", x.astype(self.config.compute_dtype), self.table,
-                          preferred_element_type=jnp.float32)
+        """x [batch, ..., d] -> logits [batch, ..., vocab], accumulated and returned in fp32."""
+        x = x.astype(self.config.compute_dtype)
+        tables = self._per_shard(x.shape[0])
+        if tables is None:
+            return jnp.einsum("...d,vd->...v", x, self.table, preferred_element_type=jnp.float32)
+        rows = x.reshape(tables.shape[0], -1, *x.shape[1:])
+        logits = jnp.einsum("n...d,nvd->n...v", rows, tables, preferred_element_type=jnp.float32)
+        return logits.reshape(*x.shape[:-1], -1)
 
 
 class InputEmbedding(nn.Module):

@@ -81,6 +81,15 @@ def activate(mesh: Mesh, rules=LOGICAL_AXIS_RULES):
         yield
 
 
+def batch_shard_count() -> int:
+    """How many data-parallel shards the logical 'batch' axis has on the active mesh (1 without one)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    axes = nn.logical_to_mesh_axes(("batch",))[0]
+    if mesh.empty or axes is None:
+        return 1
+    return int(np.prod([mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes)]))
+
+
 def logical_to_sharding(logical_specs: Any, mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> Any:
     """Tree of logical PartitionSpecs -> tree of NamedShardings on `mesh`."""
     return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)

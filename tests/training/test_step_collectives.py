@@ -1,7 +1,8 @@
 """Collectives in the compiled train step (8 simulated CPU devices), counted in its HLO text.
 
-- fsdp=8, bf16: the tied embedding table is all-gathered once a step, and the lookups and the
-  output projection share that copy (not once in fp32 and again in bf16).
+- data=8 and fsdp=8, bf16: the tied embedding table is all-gathered once a step (fsdp), and the
+  lookups and the output projection share that copy (not once in fp32 and again in bf16); its
+  gradient is reduced once, not once per use.
 - tensor=2: the fused Q/K/V (and cross-attention K/V) projections leave 4 activation all-reduces
   per encoder layer (2 forward, 2 backward) and 7 per decoder layer, plus a few for the embeddings
   and heads: BERT 11 where separate projections gave 19, the Transformer 27 where they gave 53.
@@ -43,12 +44,18 @@ def _compiled_step(family: str, mesh_shape, dtype: str = "float32") -> str:
         return step.jitted.lower(state, batch, jax.random.PRNGKey(0)).compile().as_text()
 
 
+@pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (1, 8, 1)], ids=["data8", "fsdp8"])
 @pytest.mark.parametrize("family", ["transformer", "bert"])
-def test_embedding_table_gathered_once(devices, family):
-    hlo = _compiled_step(family, (1, 8, 1), "bfloat16")
-    gathers = [shape for kind, shape in collectives(hlo, ("all-gather",)) if shape == (VOCAB, D)]
-    print(f"{family}: all-gathers of the [{VOCAB}, {D}] table per step: {len(gathers)}")
-    assert len(gathers) == 1
+def test_embedding_table_gathered_and_reduced_once(devices, family, mesh_shape):
+    hlo = _compiled_step(family, mesh_shape, "bfloat16")
+    found = collectives(hlo, ("all-gather", "all-reduce", "reduce-scatter"))
+    gathers = [s for kind, s in found if kind == "all-gather" and s == (VOCAB, D)]
+    # Its gradient, whole or as fsdp shards: the encoder and decoder lookups and the output
+    # projection (3 uses in the Transformer, 2 in BERT) share one reduction.
+    reductions = [s for kind, s in found if kind != "all-gather" and s in ((VOCAB, D), (VOCAB, D // 8))]
+    print(f"{family} {mesh_shape}: table all-gathers {len(gathers)}, gradient reductions {len(reductions)}")
+    assert len(gathers) == (1 if mesh_shape[1] == 8 else 0)
+    assert len(reductions) == 1
 
 
 @pytest.mark.parametrize("family,per_layer", [("bert", {"enc": 4}), ("transformer", {"enc": 4, "dec": 7})])
