@@ -241,10 +241,9 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
 class TokenEmbed(nn.Module):
     """Token embedding table; `attend` is the tied pre-softmax projection (Vaswani 3.4).
 
-    The table is cast to the compute dtype and all-gathered over its 'embed' (fsdp) shards once per
-    forward pass, and the lookups and `attend` share that copy. Under a data-parallel mesh every use
-    reads it as one copy per batch shard, so the gradients of all uses add up on each device and
-    cross the mesh once: one gather and one reduction of the table a step, however often it is used.
+    Cast to the compute dtype and all-gathered (fsdp) once per forward pass; under a data-parallel
+    mesh every use reads it as one copy per batch shard, so the gradients of all uses add up on each
+    device and are reduced once: one gather and one reduction a step, however often it is used.
     """
 
     config: ModelConfig
@@ -259,15 +258,12 @@ class TokenEmbed(nn.Module):
             cfg.weight_dtype,
         )
         self.table = constrain(self.embedding.astype(cfg.compute_dtype), ("vocab", None))
-        # [shards, vocab, d] split like the batch: each use's gradient is a local [vocab, d] on every
-        # device; they add up there and the broadcast's transpose reduces the sum once.
-        shards = partitioning.batch_shard_count()
+        shards = partitioning.batch_shard_count()  # [shards, vocab, d], split like the batch
         self.tables = None if shards == 1 else constrain(
             jnp.broadcast_to(self.table, (shards, *self.table.shape)), ("batch", "vocab", None))
 
     def _per_shard(self, rows: int) -> jax.Array | None:
-        """The per-shard copies when `rows` splits evenly over them, else None (use `table`)."""
-        return None if self.tables is None or rows % self.tables.shape[0] else self.tables
+        return None if self.tables is None or rows % self.tables.shape[0] else self.tables  # else `table`
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         tables = self._per_shard(ids.shape[0])
