@@ -28,10 +28,14 @@ setup(
         "sentencepiece",
         "tokenizers",
         "sacrebleu",
+        "sacremoses",  # Moses tokenization for the tokenized / compound-split BLEU
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "matplotlib"],
         "experiments": ["matplotlib"],  # experiments.report plots
+        # gs:// workdirs and caches (docs/training.md): etils.epath's GCS backend (gcsfs), and
+        # google-cloud-storage, which orbax calls to list and delete checkpoints on GCS
+        "gcs": ["etils[epath-gcs]", "google-cloud-storage"],
         # Independent implementations the parity tests compare against. torch is pinned to the
         # version the parity tests were measured with; install its CPU wheel first
         # (pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu), or pip
@@ -53,6 +57,7 @@ setup(
             "bvt-compare=bert_vs_transformer.cli.compare:run",
             "bvt-data=bert_vs_transformer.cli.data:run",
             "bvt-glue-grid=bert_vs_transformer.cli.glue_grid:run",
+            "bvt-score=bert_vs_transformer.cli.score:run",
         ],
     },
 )

@@ -2,24 +2,24 @@
 [--config.k=v ...]. Trains, evaluates and checkpoints; rerunning the same command resumes.
 
 Several hosts: run the same command on every host (launch/ does this) with either explicit
---coordinator_address/--num_processes/--process_id, or nothing on TPU pods and SLURM, where
-jax.distributed detects the cluster from the environment.
+--coordinator_address/--num_processes/--process_id, or nothing on a Cloud TPU pod (JAX finds it
+through the metadata server) and inside a SLURM job step of several tasks (training/distributed.py).
 
 Exit status: 0 when the run finished (a rerun of a finished run says so and writes nothing); 2 for
-a config, workdir or data it refuses (one line on stderr, nothing written to the workdir); 128 +
-the signal (143 SIGTERM, 130 SIGINT) when a signal stopped it after it saved a checkpoint, so a
-scheduler requeues it and the rerun resumes.
+a config, workdir, data or multi-host layout it refuses (one line on stderr, nothing written to the
+workdir); 128 + the signal (143 SIGTERM, 129 SIGHUP, 130 SIGINT) when a signal stopped it after it
+saved a checkpoint: the rerun resumes. 143 is the preemption status schedulers requeue on.
 """
 
 from __future__ import annotations
 
 import logging as pylogging
-import os
 import sys
 import traceback
 
 import jax
 from absl import app, flags, logging
+from etils import epath
 from ml_collections import config_flags
 
 from bert_vs_transformer import config_args
@@ -46,10 +46,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if logging.get_verbosity() <= logging.INFO:  # --verbosity=1 shows every library's INFO lines
         logging.get_absl_handler().addFilter(_QuietLibraries())
-    distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    try:
+        distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except distributed.DistributedError as e:
+        _refuse(e, e.__cause__ or e)
     config = _CONFIG.value
-    if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
-        _refuse(f"--workdir={_WORKDIR.value} is a file, not a directory; pass a new or existing directory")
+    _check_workdir(_WORKDIR.value)
     logging.info("devices: %d x %s, processes: %d", jax.device_count(), jax.devices()[0].device_kind, jax.process_count())
     try:
         loop.train_and_evaluate(config, _WORKDIR.value)
@@ -58,6 +60,21 @@ def main(argv):
     except preemption.Preempted as e:  # saved; the exit status says it was cut (SLURM requeues on it)
         print(f"stopped: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+
+
+def _check_workdir(workdir: str) -> None:
+    """Refuses a workdir that is a file, has a URI scheme etils.epath does not read, or is gs://
+    without GCS support installed."""
+    try:
+        path = epath.Path(workdir)
+        is_file = path.exists() and not path.is_dir()
+    except KeyError:  # epath.Path of an unknown scheme
+        _refuse(f"--workdir={workdir}: etils.epath reads no {workdir.split('://')[0]}:// paths "
+                "(local paths, gs://, s3://, az://, hf://)")
+    except ImportError as e:  # gs:// without gcsfs
+        _refuse(f"--workdir={workdir}: {e}; pip install 'bert_vs_transformer[gcs]' (docs/training.md)")
+    if is_file:
+        _refuse(f"--workdir={workdir} is a file, not a directory; pass a new or existing directory")
 
 
 def _refuse(message, error: BaseException | None = None, verbose: bool | None = None):

@@ -1,5 +1,7 @@
-"""The Transformer (Vaswani et al. 2017). Variants: tiny (CPU, seconds), base and big (Table 3),
-and multi30k (sized for the 29k-pair Multi30k en-de task).
+"""The Transformer (Vaswani et al. 2017). Variants: tiny (CPU, seconds), base and big (Table 3's
+models, on Multi30k), wmt14_base and wmt14_big (Table 2: the paper's data, batches, steps and
+checkpoint averaging; a TPU slice or 8 GPUs, docs/wmt14.md), and multi30k (sized for the 29k-pair
+Multi30k en-de task).
 
 Usage: --config=configs/transformer.py:base  (or :variant=big). Every model field is a
 `bert_vs_transformer.models.model_config.ModelConfig` field; compare with configs/bert.py.
@@ -23,7 +25,11 @@ VARIANTS = {
     # and 40.1 for the last-5 average (3.4 h on a 2-core CPU; docs/results.md). 0.2 is not measured.
     "multi30k": dict(num_layers=4, d_model=128, d_ff=256, num_heads=4, dropout=0.1, vocab_size=8000),
 }
-STEPS = {"tiny": 100, "base": 100_000, "big": 300_000, "multi30k": 8_000}
+VARIANTS["wmt14_base"], VARIANTS["wmt14_big"] = VARIANTS["base"], VARIANTS["big"]
+STEPS = {"tiny": 100, "base": 100_000, "big": 300_000, "multi30k": 8_000, "wmt14_base": 100_000, "wmt14_big": 300_000}
+# Sec. 6.1 averages the last 5 (base) / 20 (big) checkpoints, written at 10-minute intervals; at
+# Sec. 5.2's step times (0.4 s base, 1.0 s big on 8 P100s) that is every 1,500 / 600 steps.
+WMT14_CHECKPOINTS = {"wmt14_base": (1_500, 5), "wmt14_big": (600, 20)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -38,12 +44,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.variant = args["variant"]
     config.seed = 0  # parameter init, dropout and data order
     small = args["variant"] in ("tiny", "multi30k")
+    wmt14 = args["variant"] in WMT14_CHECKPOINTS
     config.num_train_steps = STEPS[args["variant"]]  # base/big: Sec. 5.2
     config.log_every_steps = 10 if args["variant"] == "tiny" else 100
     config.eval_every_steps = 50 if args["variant"] == "tiny" else (500 if small else 5_000)
     config.checkpoint_every_steps = 50 if args["variant"] == "tiny" else (500 if small else 5_000)
     config.label_smoothing = 0.1  # epsilon_ls (Sec. 5.4)
     config.keep_checkpoints = 5  # the last 5 are averaged for the final model (Sec. 6.1)
+    if wmt14:
+        config.checkpoint_every_steps, config.keep_checkpoints = WMT14_CHECKPOINTS[args["variant"]]
     config.stop_at_step = 0  # >0: stop (evaluate, checkpoint) at this step of the num_train_steps schedule
     config.steps_in_flight = 2  # most steps dispatched ahead of the device (0 = wait on each): bounds SIGTERM latency
     config.profile_steps = 0  # >0: trace this many steps with jax.profiler into WORKDIR/profile
@@ -61,6 +70,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "batch_size": 0,  # 0 = data.eval_batch_size or batch_size
         },
     })
+    if wmt14:  # Table 3's dev BLEU: beam 4, no checkpoint averaging
+        config.evals.bleu.beam_size = 4
     config.grad_accum_steps = 1  # microbatches per step (the same update as the full batch)
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1 fills the devices
 
@@ -88,12 +99,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.pooler = False
     m.pooling = "first"  # pooler input: first token ([CLS]), "last" real token (causal LTR), or "mean" of real tokens
     m.causal = False  # causal encoder self-attention (BERT Table 5 "LTR")
-    m.dtype = "float32"  # compute dtype; "bfloat16" on accelerators
+    m.dtype = "bfloat16" if wmt14 else "float32"  # compute dtype; "bfloat16" on accelerators
     m.param_dtype = "float32"  # master weights
     m.attention_kernel = "xla"  # "cudnn": flash attention on NVIDIA GPUs
     # big: recompute the attention scores in the backward pass (8.4 -> 5.4 GB of temporaries at
     # 24 x 128 in bf16, +1% FLOPs; docs/performance.md)
-    m.remat_policy = "dots_no_batch" if args["variant"] == "big" else "none"
+    m.remat_policy = "dots_no_batch" if args["variant"] in ("big", "wmt14_big") else "none"
     m.scan_layers = False
 
     config.optimizer = o = ml_collections.ConfigDict()
@@ -113,9 +124,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.target_lang = "de"  # targets (decoder side)
     d.max_len = 128  # tokens per side
     d.batch_size = 32 if args["variant"] == "tiny" else 128  # sentence pairs per step (rows when packed)
+    # >0: batches by padded tokens instead (rows x width of the larger side, at most this many, one
+    # [rows, width] shape per length bucket; fairseq's --max-tokens); the paper's ~25,000 is per side
+    d.tokens_per_batch = 0
     d.eval_batch_size = 0  # sentence pairs per eval batch; 0 = batch_size
     d.length_buckets = (32, 48, 64)  # pad each batch to the first of these >= its longest row, else max_len
     d.overlong = "truncate"  # pairs longer than max_len: "truncate" (EOS kept) or "drop" (training only)
+    if wmt14:  # Sec. 5.1: WMT14 en-de, shared ~37k BPE, ~25,000 source + ~25,000 target tokens a batch
+        d.dataset, d.eval_split = "wmt14", "validation"  # validation = newstest2013, test = newstest2014
+        d.tokens_per_batch = 25_000
+        # 15 [rows, width] shapes: on WMT-like lengths 7% of the larger side is padding (16% with 8;
+        # docs/data.md); each shape compiles once
+        d.max_len, d.overlong = 256, "drop"
+        d.length_buckets = (12, 16, 20, 24, 28, 32, 36, 40, 48, 56, 64, 80, 96, 128)
     d.pack = False  # T5-style packing of several pairs per max_len row (+ *_segmentation, *_positions)
     d.tfds_data_dir = ""  # generated tfds datasets; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     d.cache_dir = ""  # trained tokenizers; "" = $BVT_CACHE_DIR or <tfds data dir>/bvt_cache

@@ -5,7 +5,8 @@
     python -m experiments.run experiments/<name>.py --concurrency=2 --deadline=3600   # local launcher
 
 Each run trains in <root>/<sweep>/<run> (root: --root, else $BVT_SWEEP_ROOT, else workdirs/ in the
-checkout). A run is finished when its metrics.jsonl has the last step and a checkpoint at that step
+checkout; gs://BUCKET/DIR is kept as it is, and --launcher=tpu needs gs:// or --tpu_shared_root). A
+run is finished when its metrics.jsonl has the last step and a checkpoint at that step
 exists; any other existing workdir is resumed by the same command. Events (skip, start, resume,
 end, submit) are appended to <root>/<sweep>/sweep.jsonl. Before launching, every job's config and
 overrides are checked as main's flag parser would; the dry run prints problems as warnings.
@@ -19,8 +20,7 @@ import fnmatch
 import os
 import sys
 
-from experiments import status as status_lib
-from experiments.sweep import ArgumentParser, check_job, default_root, load_sweep, parse_set
+from experiments.sweep import ArgumentParser, absolute, check_job, default_root, load_sweep, parse_set
 from launch import common
 
 
@@ -57,7 +57,10 @@ def main(argv=None) -> int:
         _check_launcher_options(args)
         sweep = load_sweep(args.sweep)
         extra = dict(parse_set(s) for s in args.set)
-        root = os.path.abspath(args.root or default_root())
+        root = absolute(args.root or default_root())
+        launcher = common.get(args.launcher)
+        if hasattr(launcher, "check_root"):  # the remote launchers need a root every host reads
+            launcher.check_root(root, args)
         jobs = sweep.expand(root, extra)
         selected = select(jobs, args.only)
     except (ValueError, FileNotFoundError, AttributeError) as e:
@@ -68,9 +71,12 @@ def main(argv=None) -> int:
         return 2
     sweep_dir = os.path.join(root, sweep.name)
     log = common.SweepLog(sweep_dir, enabled=not args.dry_run)
-    statuses = {j.name: status_lib.run_status(j.workdir, j.num_train_steps) for j in jobs}
     out = sys.stdout
+    warnings = []
+    statuses = {j.name: common.read_status(j, warnings.append) for j in jobs}
     print(f"# sweep {sweep.name}: {len(selected)} of {len(jobs)} runs in {sweep_dir}", file=out)
+    for warning in warnings[:1] + ([f"# ... and {len(warnings) - 1} more like it"] if len(warnings) > 1 else []):
+        print(warning, file=out)
     todo = []
     for job in selected:
         st = statuses[job.name]
@@ -102,7 +108,6 @@ def main(argv=None) -> int:
     if not todo:
         print("# nothing to run: every selected run has finished", file=out)
         return 0
-    launcher = common.get(args.launcher)
     try:
         return launcher.launch(todo, statuses, args, sweep_dir, log, args.dry_run)
     except ValueError as e:

@@ -1,8 +1,9 @@
 """Where a run's workdir stands: new, started, partial (a checkpoint to resume from) or finished.
 
-Finished: metrics.jsonl records the last step (num_train_steps) and checkpoints/<that step> exists
-(orbax renames a checkpoint into place only once it is complete). Anything else with a workdir is
-resumed by rerunning the same command.
+Finished: metrics.jsonl records the last step (num_train_steps) and checkpoints/<that step> is
+complete (orbax renames a local checkpoint into place only once it is complete; on gs:// it writes
+in place and adds commit_success.txt last). Anything else with a workdir is resumed by rerunning
+the same command. WORKDIR may be local or gs:// (etils.epath).
 
     python -m experiments.status WORKDIR [--steps=N] [--quiet]
 
@@ -13,12 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
+
+from etils import epath
 
 from experiments.sweep import ArgumentParser
 
 NEW, STARTED, PARTIAL, FINISHED = "new", "started", "partial", "finished"
+# orbax's marker of a complete checkpoint written in place on gs:// (atomicity.COMMIT_SUCCESS_FILE;
+# named here so that a status check imports neither orbax nor jax)
+COMMIT_SUCCESS_FILE = "commit_success.txt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,39 +49,40 @@ class Status:
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
+    directory = epath.Path(workdir) / "checkpoints"
+    if not directory.is_dir():
         return []
-    return sorted(int(d) for d in os.listdir(directory)
-                  if d.isdigit() and os.path.isdir(os.path.join(directory, d)))
+    in_place = "://" in str(directory)  # an object store: complete once the commit file is there
+    return sorted(int(d.name) for d in directory.iterdir()
+                  if d.name.isdigit() and d.is_dir() and (not in_place or (d / COMMIT_SUCCESS_FILE).exists()))
 
 
 def read_metrics(workdir: str) -> list[dict]:
     """metrics.jsonl's records (a torn last line from a killed writer is ignored)."""
-    path = os.path.join(workdir, "metrics.jsonl")
+    path = epath.Path(workdir) / "metrics.jsonl"
     records = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
+    if path.exists():
+        for line in path.read_text().split("\n"):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
     return records
 
 
 def saved_total(workdir: str) -> int | None:
     """num_train_steps of the config the run was started with (DIR/config.json)."""
     try:
-        with open(os.path.join(workdir, "config.json")) as f:
-            return int(json.load(f)["num_train_steps"])
+        return int(json.loads((epath.Path(workdir) / "config.json").read_text())["num_train_steps"])
     except (OSError, KeyError, TypeError, ValueError):
         return None
 
 
 def run_status(workdir: str, total: int | None = None) -> Status:
     """`total`: the step that finishes the run (None = the workdir's config.json)."""
-    if not os.path.isdir(workdir):
+    if not epath.Path(workdir).is_dir():
         return Status(NEW, None, None, total)
     total = total if total is not None else saved_total(workdir)
     steps = checkpoint_steps(workdir)

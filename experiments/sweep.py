@@ -131,7 +131,7 @@ class Sweep:
 
     def expand(self, root: str, extra: Mapping[str, Any] | None = None) -> list["Job"]:
         """Jobs in run order, each with workdir <root>/<sweep>/<run>; `extra` overrides every run."""
-        sweep_dir = os.path.abspath(os.path.join(root, self.name))
+        sweep_dir = absolute(os.path.join(root, self.name))
         workdirs = {run.name: os.path.join(sweep_dir, run.name) for run in self.runs}
 
         def resolve(value):
@@ -276,6 +276,11 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute; a URI (gs://bucket/dir) as it is."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 def default_root() -> str:

@@ -1,4 +1,5 @@
-"""Vaswani et al. (2017), Table 3: variations on the Transformer base, rows (A)-(E), at Multi30k scale.
+"""Vaswani et al. (2017), Table 3: variations on the Transformer base, rows (A)-(E), at Multi30k
+scale, or with `data=wmt14` on the paper's own data and scale.
 
 The paper changes one thing at a time from its base (N=6, d_model=512, d_ff=2048, h=8, d_k=d_v=64,
 P_drop=0.1, eps_ls=0.1; 100K steps) and reports newstest2013 (dev) perplexity and BLEU. Here each
@@ -17,6 +18,11 @@ sweep is expanded (so the rows follow that config):
 The paper's numbers are per-wordpiece perplexity and beam-4 BLEU on newstest2013; ours are
 per-token perplexity and sacreBLEU on Multi30k's validation split (beam 4, as the paper's rows,
 without checkpoint averaging). Compare each row's difference to the base, not absolute values.
+
+`data=wmt14` runs the rows from configs/transformer.py:wmt14_base, which is the paper's base, so
+every row's change is the paper's own; it reports newstest2013 perplexity and beam-4 BLEU, both
+tokenized and compound-split (the paper's convention) and sacreBLEU (docs/results.md). Each row
+is a 100K-step WMT14 run: a TPU slice or 8 GPUs per row (docs/wmt14.md).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from bert_vs_transformer import config_args
 from experiments.sweep import Metric, Row, Run, Sweep
 
 CONFIG = "configs/transformer.py:multi30k"
+CONFIGS = {"multi30k": CONFIG, "wmt14": "configs/transformer.py:wmt14_base"}
 
 # The paper's base and Table 3 (newstest2013 dev): (group, row name, setting, changes from the
 # base in the paper's terms, PPL, BLEU).
@@ -104,10 +111,15 @@ _PAPER_NAMES = {"model.num_heads": "h", "model.head_dim": "d_k", "model.num_enco
 
 
 def get_sweep(arg: str | None = None) -> Sweep:
-    """arg: `config=<spec>` (default CONFIG) and `p_drop=<rate>`: the base row's dropout for every
-    run (rows (D) step from it), e.g. p_drop=0.3, the multi30k config's value when the committed CPU
-    run was made; -1 = the config's own."""
-    args = config_args.parse(arg, {"config": CONFIG, "p_drop": -1.0})
+    """arg: `data=multi30k|wmt14` (which config the rows start from, CONFIGS), `config=<spec>` (another
+    base config) and `p_drop=<rate>`: the base row's dropout for every run (rows (D) step from it),
+    e.g. p_drop=0.3, the multi30k config's value when the committed CPU run was made; -1 = the
+    config's own."""
+    args = config_args.parse(arg, {"data": "multi30k", "config": "", "p_drop": -1.0})
+    if args["data"] not in CONFIGS:
+        raise ValueError(f"data={args['data']!r}: choose from {sorted(CONFIGS)}")
+    wmt14 = args["data"] == "wmt14"
+    args["config"] = args["config"] or CONFIGS[args["data"]]
     base = config_args.load(args["config"])
     pinned = {}
     if args["p_drop"] >= 0:
@@ -121,7 +133,7 @@ def get_sweep(arg: str | None = None) -> Sweep:
         rows.append(Row(name, group=group, setting=setting, ours=_ours(overrides, base),
                         paper={"ppl": ppl, "bleu": bleu}))
     return Sweep(
-        name="vaswani_table3",
+        name="vaswani_table3_wmt14" if wmt14 else "vaswani_table3",
         config=args["config"],
         runs=runs,
         rows=rows,
@@ -129,12 +141,18 @@ def get_sweep(arg: str | None = None) -> Sweep:
         overrides={"evals.bleu.beam_size": 4, **pinned},
         metrics=[
             Metric("PPL (dev)", ("eval_perplexity",), paper="ppl", fmt=".2f", higher_is_better=False),
-            Metric("BLEU (dev)", ("eval_bleu",), paper="bleu", fmt=".1f"),
+            *([Metric("BLEU (dev, tokenized, compound-split)", ("eval_bleu_compound_split",), paper="bleu", fmt=".1f"),
+               Metric("sacreBLEU (dev)", ("eval_bleu",), fmt=".1f")] if wmt14 else
+              [Metric("BLEU (dev)", ("eval_bleu",), paper="bleu", fmt=".1f")]),
         ],
         curves=[("loss", "training loss"), ("eval_perplexity", "dev perplexity"), ("eval_bleu", "dev BLEU")],
         baseline="base",
-        title="Vaswani et al. (2017) Table 3 at Multi30k scale",
+        title="Vaswani et al. (2017) Table 3 on WMT14" if wmt14 else "Vaswani et al. (2017) Table 3 at Multi30k scale",
         notes=(
+            "Paper: newstest2013 (dev) per-wordpiece perplexity and BLEU, 100K steps. Ours: the same split, "
+            "per-BPE-token perplexity, and beam-4 BLEU tokenized and compound-split as the paper counts it, "
+            f"and sacreBLEU, from `{args['config']}` with each row's change (see experiments/vaswani_table3.py)."
+        ) if wmt14 else (
             "Paper: newstest2013 (dev) per-wordpiece perplexity and BLEU, 100K steps, base N=6, "
             "d_model=512. Ours: Multi30k en-de validation per-token perplexity and sacreBLEU (beam 4), "
             f"`{args['config']}` with each row's change scaled to it (see experiments/vaswani_table3.py). "

@@ -16,12 +16,17 @@ import os
 import shlex
 from typing import Any, Mapping, Sequence
 
+from etils import epath
+
 from experiments import status as status_lib
-from experiments.sweep import REPO_ROOT, ArgumentParser, Job
+from experiments.sweep import REPO_ROOT, ArgumentParser, Job, absolute
 
 LAUNCHERS = ("local", "tpu", "slurm")
-# main's exit status after saving on SIGINT / SIGTERM (128 + the signal): a cut run, resumable.
-PREEMPTED_EXIT_CODES = (130, 143)
+# main's exit status after saving on SIGHUP / SIGINT / SIGTERM (128 + the signal): a cut run, resumable.
+PREEMPTED_EXIT_CODES = (129, 130, 143)
+# The preemption status: SIGTERM, what a scheduler sends before a time limit or a preemption. The
+# SLURM script requeues on it alone (SIGINT / SIGHUP are a person stopping the run).
+REQUEUE_EXIT_CODE = 143
 
 
 def get(name: str):
@@ -64,6 +69,23 @@ def guarded_command(job: Job, python: str, extra_args: Sequence[str] = ()) -> st
     return f"{shell_join(status_command(job, python))} || {shell_join(job.command(python) + list(extra_args))}"
 
 
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def read_status(job: Job, warn=None) -> status_lib.Status:
+    """The job's workdir status. A gs:// workdir this machine cannot read (no gcsfs, no credentials)
+    counts as new, with a warning: the remote launchers' guard still skips a finished run."""
+    try:
+        return status_lib.run_status(job.workdir, job.num_train_steps)
+    except Exception as e:  # noqa: BLE001 (any storage client error)
+        if not is_uri(job.workdir):
+            raise
+        if warn is not None:
+            warn(f"# warning: cannot read {job.workdir} here ({type(e).__name__}: {e}); shown as new")
+        return status_lib.Status(status_lib.NEW, None, None, job.num_train_steps)
+
+
 def git_dirty() -> bool:
     """Whether the checkout has uncommitted changes to tracked files."""
     import subprocess
@@ -81,7 +103,8 @@ def safe_name(text: str) -> str:
 
 
 class SweepLog:
-    """Appends one JSON line per event to <sweep_dir>/sweep.jsonl (nothing in a dry run)."""
+    """Appends one JSON line per event to <sweep_dir>/sweep.jsonl (nothing in a dry run). On an object
+    store (gs://), which has no append, the small file is rewritten whole."""
 
     def __init__(self, sweep_dir: str, enabled: bool = True):
         self.path = os.path.join(sweep_dir, "sweep.jsonl")
@@ -90,11 +113,24 @@ class SweepLog:
     def event(self, run: str, event: str, **fields: Any) -> None:
         if not self.enabled:
             return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         record = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "run": run, "event": event}
         record.update(fields)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        if not is_uri(self.path):
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(line)
+            return
+        path = epath.Path(self.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text((path.read_text() if path.exists() else "") + line)
+        except Exception as e:  # noqa: BLE001 (no gcsfs or credentials here: the runs do not need this log)
+            import sys
+
+            print(f"warning: cannot write {self.path} ({type(e).__name__}: {e}); sweep events not logged",
+                  file=sys.stderr)
+            self.enabled = False
 
 
 def single_job_main(launcher: str, argv: Sequence[str] | None = None) -> int:
@@ -131,15 +167,17 @@ def single_job_main(launcher: str, argv: Sequence[str] | None = None) -> int:
     if not config or not workdir:
         print("error: --config and --workdir are required after --", file=sys.stderr)
         return 2
-    workdir = os.path.abspath(workdir)
+    workdir = absolute(workdir).rstrip("/")
     job = Job(sweep=os.path.basename(os.path.dirname(workdir)), name=os.path.basename(workdir), config=config,
               workdir=workdir, overrides=tuple(overrides))
-    status = status_lib.run_status(workdir, job.num_train_steps)
-    if status.finished:
-        print(f"# {job.name}: {status.describe()}; nothing to do")
-        return 0
     sweep_dir = os.path.dirname(workdir)
     try:
+        if hasattr(module, "check_root"):
+            module.check_root(sweep_dir, args)
+        status = read_status(job, print)
+        if status.finished:
+            print(f"# {job.name}: {status.describe()}; nothing to do")
+            return 0
         return module.launch([job], {job.name: status}, args, sweep_dir, SweepLog(sweep_dir, not args.dry_run),
                              args.dry_run)
     except ValueError as e:
@@ -147,5 +185,6 @@ def single_job_main(launcher: str, argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["REPO_ROOT", "LAUNCHERS", "PREEMPTED_EXIT_CODES", "get", "add_common_arguments", "parse_env", "shell_join", "exports",
-           "status_command", "guarded_command", "git_dirty", "safe_name", "SweepLog", "single_job_main"]
+__all__ = ["REPO_ROOT", "LAUNCHERS", "PREEMPTED_EXIT_CODES", "REQUEUE_EXIT_CODE", "get", "add_common_arguments",
+           "parse_env", "shell_join", "exports", "status_command", "guarded_command", "is_uri", "read_status",
+           "git_dirty", "safe_name", "SweepLog", "single_job_main"]

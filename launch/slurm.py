@@ -1,12 +1,16 @@
 """SLURM launcher: one sbatch script per job, submitted with `sbatch --parsable`; a job that uses
 another's workdir (fine-tuning from a pretraining run) waits for it with --dependency=afterok.
 
-Each script starts one process per GPU with `srun` on every node. main sees SLURM_JOB_ID and calls
-jax.distributed.initialize(): the coordinator is the allocation's first node (set explicitly by
-the script), the process count and index come from SLURM_NTASKS/SLURM_PROCID and each process's
-GPU from SLURM_LOCALID. `--signal=TERM@<s>` makes every process save a checkpoint before the time
-limit (main exits 143); the script then requeues the job while its workdir does not hold the
-finished run, and the requeued job resumes (up to --slurm_max_requeue times).
+Each script starts one process per GPU with `srun` on every node. main sees a job step of several
+tasks and calls jax.distributed.initialize(): the coordinator is the allocation's first node (set
+explicitly by the script), the process count and index come from SLURM_NTASKS/SLURM_PROCID and each
+process's GPU from SLURM_LOCALID. That GPU index is one of the node's GPUs, so srun runs with
+--gpu-bind=none (every task sees all of its node's GPUs and takes its own); and srun is given the
+CPUs per task through SRUN_CPUS_PER_TASK (since Slurm 22.05 it does not inherit sbatch's
+--cpus-per-task). `--signal=TERM@<s>` makes every process save a checkpoint before the time limit
+(main exits 143, the preemption status); the script requeues the job on that status alone, while
+its workdir does not hold the finished run (up to --slurm_max_requeue times), and the requeued job
+resumes. A refused config (exit 2), non-finite losses or any other failure is not requeued.
 
 The dry run prints a runnable shell script: each sbatch script as a here-document, then the
 sbatch commands.
@@ -42,17 +46,30 @@ def add_arguments(parser) -> None:
     g.add_argument("--slurm_python", default="python", help="python on the compute nodes")
     g.add_argument("--slurm_signal_seconds", type=int, default=300,
                    help="SIGTERM this long before the time limit (the run saves and exits)")
-    g.add_argument("--slurm_max_requeue", type=int, default=3, help="requeues of a job stopped before its last step")
+    g.add_argument("--slurm_max_requeue", type=int, default=3,
+                   help="requeues of a job preempted (exit 143) before its last step")
+    g.add_argument("--slurm_dir", default="",
+                   help="where the sbatch scripts and logs go ('' = <root>/<sweep>/slurm; for a gs:// root, "
+                        "<slurm_repo_dir>/workdirs/<sweep>/slurm)")
 
 
-def script_path(job, sweep_dir: str) -> str:
-    return os.path.join(sweep_dir, "slurm", f"{job.name}.sbatch")
+def slurm_dir(args, sweep_dir: str) -> str:
+    """The sbatch scripts and logs: a path on the cluster's filesystem (sbatch reads no gs://)."""
+    if getattr(args, "slurm_dir", ""):
+        return args.slurm_dir
+    if common.is_uri(sweep_dir):
+        return os.path.join(args.slurm_repo_dir, "workdirs", os.path.basename(sweep_dir.rstrip("/")), "slurm")
+    return os.path.join(sweep_dir, "slurm")
+
+
+def script_path(job, sweep_dir: str, args) -> str:
+    return os.path.join(slurm_dir(args, sweep_dir), f"{job.name}.sbatch")
 
 
 def sbatch_script(job, args, sweep_dir: str) -> str:
     q = common.shell_join
     py = args.slurm_python
-    log_dir = os.path.join(sweep_dir, "slurm")
+    log_dir = slurm_dir(args, sweep_dir)
     options = [
         f"--job-name={job.sweep}.{job.name}",
         f"--nodes={args.slurm_nodes}",
@@ -72,6 +89,7 @@ def sbatch_script(job, args, sweep_dir: str) -> str:
         options.append(f"--account={args.slurm_account}")
     options += list(args.slurm_option)
     status = q(common.status_command(job, py))
+    pre = common.REQUEUE_EXIT_CODE
     lines = ["#!/bin/bash"] + [f"#SBATCH {o}" for o in options] + [
         f"# {job.sweep}/{job.name}, written by launch/slurm.py. Rerunning the sweep resubmits it while unfinished.",
         "set -euo pipefail",
@@ -82,30 +100,37 @@ def sbatch_script(job, args, sweep_dir: str) -> str:
         "# Finished already (an earlier copy of this job completed it): nothing to do.",
         f"if {status}; then echo 'already finished: {job.workdir}'; exit 0; fi",
         "",
-        "# jax.distributed coordinator: process 0 runs on the first node of the allocation. main sees",
-        "# SLURM_JOB_ID and calls jax.distributed.initialize(), which takes the process count, index and",
-        "# local GPU from SLURM_NTASKS, SLURM_PROCID and SLURM_LOCALID (one process per GPU).",
+        "# jax.distributed coordinator: process 0 runs on the first node of the allocation. main sees a",
+        "# job step of several tasks and calls jax.distributed.initialize(), which takes the process count,",
+        "# index and local GPU from SLURM_NTASKS, SLURM_PROCID and SLURM_LOCALID (one process per GPU).",
         'COORDINATOR_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         "COORDINATOR_PORT=$((20000 + SLURM_JOB_ID % 10000))",
         'echo "coordinator ${COORDINATOR_HOST}:${COORDINATOR_PORT}, ${SLURM_NTASKS} processes on '
         '${SLURM_JOB_NUM_NODES} node(s)"',
+        "# srun does not inherit sbatch's --cpus-per-task (Slurm >= 22.05): the data threads need them.",
+        f"export SRUN_CPUS_PER_TASK={args.slurm_cpus_per_task}",
         "",
         "rc=0",
-        f"srun --kill-on-bad-exit=1 {q(job.command(py))} "
+        # --gpu-bind=none: every task sees its node's GPUs; JAX picks the task's own by SLURM_LOCALID.
+        f"srun --kill-on-bad-exit=1{' --gpu-bind=none' if args.slurm_gpus_per_node > 0 else ''} "
+        f"{q(job.command(py))} "
         '--coordinator_address="${COORDINATOR_HOST}:${COORDINATOR_PORT}" || rc=$?',
         "",
-        "# Stopped before its last step (the time limit's SIGTERM made it save and exit 143), or a crash:",
-        "# requeue, it resumes from its latest checkpoint. A refused config or workdir (exit 2) is not retried.",
-        f"if ! {status}; then",
-        '  if [ "$rc" -eq 2 ]; then echo "main refused the config or workdir (exit 2): not requeued"; exit 2; fi',
-        f'  if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {args.slurm_max_requeue} ]; then',
-        '    echo "not finished (exit ${rc}): requeueing"',
-        '    scontrol requeue "$SLURM_JOB_ID"',
-        "    exit 0",
-        "  fi",
+        f"if {status}; then exit 0; fi",
+        "# Preempted before its last step: the time limit's (or the scheduler's) SIGTERM made it save and",
+        f"# exit {pre}; requeued, it resumes from that checkpoint. Any other status (2: a refused config or",
+        "# workdir; 1: a crash or non-finite losses) would fail again: not requeued.",
+        f'if [ "$rc" -ne {pre} ]; then',
+        f'  echo "exited ${{rc}} before the last step: not requeued (only a preemption, exit {pre}, is)"',
         "  exit $(( rc == 0 ? 1 : rc ))",
         "fi",
-        "exit 0",
+        f'if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {args.slurm_max_requeue} ]; then',
+        f'  echo "preempted (exit {pre}): requeueing"',
+        '  scontrol requeue "$SLURM_JOB_ID"',
+        "  exit 0",
+        "fi",
+        f'echo "preempted {args.slurm_max_requeue} times already: not requeued again; rerun the sweep to resume"',
+        f"exit {pre}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -119,9 +144,9 @@ def launch(jobs, statuses, args, sweep_dir, log, dry_run) -> int:
     submitted: dict[str, str] = {}  # run name -> SLURM job id (or its shell variable in a dry run)
     if dry_run:
         print("set -euo pipefail")
-        print(f"mkdir -p {common.shell_join([os.path.join(sweep_dir, 'slurm')])}")
+        print(f"mkdir -p {common.shell_join([slurm_dir(args, sweep_dir)])}")
     for job in jobs:
-        path = script_path(job, sweep_dir)
+        path = script_path(job, sweep_dir, args)
         script = sbatch_script(job, args, sweep_dir)
         deps = [submitted[d] for d in job.after if d in submitted]
         if dry_run:

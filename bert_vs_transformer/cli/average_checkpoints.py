@@ -20,7 +20,6 @@ The source directory is only read (a read-only orbax manager), so a running job 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Any, Sequence
@@ -32,8 +31,9 @@ from absl import app, flags, logging
 
 from bert_vs_transformer import tasks
 from bert_vs_transformer.cli import fail, run_absl
+from bert_vs_transformer.data import storage
 from bert_vs_transformer.models import partitioning
-from bert_vs_transformer.training import checkpoints, optim, run_loading, train_step
+from bert_vs_transformer.training import checkpoints, data_state, optim, run_loading, train_step
 
 FLAGS = flags.FLAGS
 
@@ -94,9 +94,11 @@ def average_checkpoints(workdir: str, *, last: int | None = 5, steps: Sequence[i
     run_loading.resolve_step(manager, None, workdir)  # FileNotFoundError when it holds no complete checkpoint
     chosen = choose_steps(manager.all_steps(), last, steps)
     newest = chosen[-1]
-    output_dir = os.path.abspath(output_dir or os.path.join(workdir, "averaged"))
+    source = storage.as_path(workdir)
+    out = storage.as_path(output_dir) if output_dir else source / "averaged"  # local or gs://
+    output_dir = str(out)
     output_step = int(newest if output_step is None else output_step)
-    if os.path.abspath(output_dir) == os.path.abspath(workdir):
+    if out == source:
         raise ValueError("--output_dir must differ from --workdir (the averaged checkpoint would join the run's own)")
     config = run_loading.load_config(workdir, newest, manager)
     averaged = average_params(workdir, config, chosen, manager)
@@ -109,10 +111,10 @@ def average_checkpoints(workdir: str, *, last: int | None = 5, steps: Sequence[i
     manager.close()
     manager = run_loading.read_only_manager(workdir)  # a manager binds each item to one handler
     restored = manager.restore(newest, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        state=ocp.args.StandardRestore(abstract), data=data_state.DataStateRestore()))
     manager.close()
     state = restored["state"]
-    data_state = dict(restored["data"] or {})
+    saved_data_state = dict(restored["data"] or {})
     params = jax.tree_util.tree_map(lambda x, a: jax.device_put(x, a.sharding), averaged, abstract.params)
     state = state.replace(params=params)
 
@@ -122,22 +124,17 @@ def average_checkpoints(workdir: str, *, last: int | None = 5, steps: Sequence[i
             if not overwrite:
                 raise FileExistsError(f"{output_dir} already has a checkpoint at step {output_step}; pass --overwrite")
             ckpt.manager.delete(output_step)
-        ckpt.save(output_step, state, data_state, config.to_dict())
+        ckpt.save(output_step, state, saved_data_state, config.to_dict())
         ckpt.wait()
     finally:
         ckpt.close()
-    with open(os.path.join(output_dir, "config.json"), "w") as f:
-        json.dump(config.to_dict(), f, indent=2, default=str)
-    info = {"steps": chosen, "source_workdir": os.path.abspath(workdir), "output_dir": output_dir,
+    storage.write_atomic(out / "config.json", json.dumps(config.to_dict(), indent=2, default=str))
+    info = {"steps": chosen, "source_workdir": str(source), "output_dir": output_dir,
             "output_step": output_step, "state_step": int(jax.device_get(state.step))}
-    records = {}
-    path = os.path.join(output_dir, "averaged.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            records = json.load(f)
+    path = out / "averaged.json"
+    records = json.loads(path.read_text()) if path.exists() else {}
     records[str(output_step)] = info
-    with open(path, "w") as f:
-        json.dump(records, f, indent=2)
+    storage.write_atomic(path, json.dumps(records, indent=2))
     return info
 
 

@@ -1,7 +1,9 @@
-"""Dataset tools: `bvt-data inspect` (decoded examples and statistics) and `bvt-data throughput`.
+"""Dataset tools: `bvt-data inspect` (decoded examples and statistics), `bvt-data throughput` and
+`bvt-data batches` (batch shape and padding statistics).
 
     bvt-data inspect --dataset=multi30k --split=validation [--show=3]
     bvt-data throughput --config=configs/transformer.py:tiny [--steps=500 --warmup=20]
+    bvt-data batches --config=configs/transformer.py:tiny --batches=1000   (or bvt-data --config=... --batches=N)
 
 (also `python -m bert_vs_transformer.cli.data SUBCOMMAND ...`.)
 
@@ -23,6 +25,13 @@ generation if needed, tokenizer, tokenizing the split), then draws `--steps` bat
 `--warmup` and prints one JSON line: batches/s, examples/s (packed rows count their segments), real
 tokens/s (non-padding ids over all sequence features) and the fraction of batch slots holding real
 tokens. Overrides work as in training (`--config.data.pack=True`, `--config.data.batch_size=256`).
+
+batches: draws the first `--batches` GLOBAL training batches of a config (sentence-count, token-budget
+with `--config.data.tokens_per_batch=N`, or packed) and prints one JSON line: mean_tokens_per_batch and
+max_tokens_per_batch (padded tokens of a batch's larger side, rows x width, as the budget counts them),
+padding_fraction (padding slots / all slots, both sides), distinct_shapes, the shapes' counts, mean
+examples and real tokens per batch. `--rows_multiple` (default 1) is what token-budget rows are rounded
+down to a multiple of; training uses processes x data-parallel shards x grad_accum_steps.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from bert_vs_transformer.data import pretraining_pipeline as pp
 from bert_vs_transformer.data import records as data_records
 
 FLAGS = flags.FLAGS
-USAGE = "usage: bvt-data {inspect,throughput} [--flags]; bvt-data SUBCOMMAND --helpfull lists the flags"
+USAGE = "usage: bvt-data {inspect,throughput,batches} [--flags]; bvt-data SUBCOMMAND --helpfull lists the flags"
 
 
 def _stats(lengths) -> dict:
@@ -296,6 +305,7 @@ def throughput_main(argv):
         "task": config.task,
         "pack": bool(config.data.get("pack", False)),
         "local_batch_size": int(config.data.batch_size) // FLAGS.process_count,
+        "tokens_per_batch": int(config.data.get("tokens_per_batch", 0) or 0),  # > 0: local_batch_size is unused
         "steps": FLAGS.steps,
         "setup_s": round(setup_s, 3),
         "batches_per_s": round(FLAGS.steps / elapsed, 1),
@@ -307,17 +317,77 @@ def throughput_main(argv):
 
 
 # ---------------------------------------------------------------------------------------------
+# batches
+
+
+def define_batches_flags() -> None:
+    config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:arg]).")
+    flags.DEFINE_integer("batches", 1000, "global training batches to draw")
+    flags.DEFINE_integer("rows_multiple", 1, "token budgets: rows are rounded down to a multiple of this")
+    flags.mark_flag_as_required("config")
+
+
+def batches_main(argv):
+    """Prints one JSON line of padded-token, padding and shape statistics over --batches global batches."""
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.batches < 1 or FLAGS.rows_multiple < 1:
+        fail("--batches and --rows_multiple must be >= 1")
+    try:
+        config = FLAGS.config
+        config.data  # noqa: B018 - a config file that failed to load raises here
+    except OSError as e:
+        fail(e)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            it = data.train_iterator(config, process_index=0, process_count=1, rows_multiple=FLAGS.rows_multiple)
+    except (sources.DataError, FileNotFoundError, ValueError) as e:
+        fail(e)
+    padded, examples, tokens, slots = [], 0, 0, 0
+    shapes: dict[str, int] = {}
+    for _ in range(FLAGS.batches):
+        batch = next(it)
+        sides = [batch[k] for k in _SEQUENCE_KEYS if k in batch]
+        padded.append(max(x.size for x in sides))
+        e, t, s = _count(batch)
+        examples, tokens, slots = examples + e, tokens + t, slots + s
+        shape = " ".join("x".join(str(d) for d in x.shape) for x in sides)
+        shapes[shape] = shapes.get(shape, 0) + 1
+    if hasattr(it, "close"):
+        it.close()
+    n = FLAGS.batches
+    print(json.dumps({
+        "config": config_flags.get_config_filename(FLAGS["config"]),
+        "overrides": {k: repr(v) for k, v in config_flags.get_override_values(FLAGS["config"]).items()},
+        "dataset": config.data.dataset,
+        "mode": ("tokens_per_batch" if int(config.data.get("tokens_per_batch", 0) or 0)
+                 else "pack" if bool(config.data.get("pack", False)) else "batch_size"),
+        "batches": n,
+        "mean_tokens_per_batch": round(float(np.mean(padded)), 1),
+        "max_tokens_per_batch": int(max(padded)),
+        "padding_fraction": round(1 - tokens / max(slots, 1), 4),
+        "distinct_shapes": len(shapes),
+        "shapes": shapes,
+        "mean_examples_per_batch": round(examples / n, 1),
+        "mean_real_tokens_per_batch": round(tokens / n, 1),
+    }), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line.
 
 SUBCOMMANDS = {
     "inspect": (define_inspect_flags, inspect_main),
     "throughput": (define_throughput_flags, throughput_main),
+    "batches": (define_batches_flags, batches_main),
 }
 
 
 def run(argv=None):
     """Console-script entry point (bvt-data): dispatches on the subcommand in argv[1]."""
     argv = list(sys.argv if argv is None else argv)
+    if len(argv) > 1 and argv[1].startswith("--") and any(a.split("=")[0] == "--batches" for a in argv[1:]):
+        argv.insert(1, "batches")  # bvt-data --config=... --batches=N
     name = argv[1] if len(argv) > 1 else None
     if name in ("-h", "--help", "help"):
         print(__doc__ + "\n" + USAGE)

@@ -3,7 +3,8 @@
 The one entry point every layer above uses; it picks the pipeline by `config.task` (PIPELINES)
 and serves seeded synthetic batches when `config.data.dataset == "synthetic"`:
 
-    train_iterator(config, *, process_index=None, process_count=None) -> checkpointable iterator
+    train_iterator(config, *, process_index=None, process_count=None, rows_multiple=None) -> checkpointable iterator
+    token_batch_shapes(config, rows_multiple) -> [(rows, width)] of config.data.tokens_per_batch, or None
     eval_batches(config, split) -> Iterator[dict[str, np.ndarray]]   # global, with example_weights
     local_rows(batch) -> this process's rows of a global batch
     tokenizer(config); raw_examples(config, split); save_vocab(config, workdir)
@@ -66,13 +67,24 @@ def pipeline(config) -> Pipeline:
     return PIPELINES[task]
 
 
-def train_iterator(config, *, process_index: int | None = None, process_count: int | None = None):
-    """This process's infinite, checkpointable stream of training batches (local rows)."""
+def train_iterator(config, *, process_index: int | None = None, process_count: int | None = None,
+                   rows_multiple: int | None = None):
+    """This process's infinite, checkpointable stream of training batches (local rows). rows_multiple:
+    what the rows of config.data.tokens_per_batch's batches must be a multiple of (the training loop
+    passes processes x data-parallel shards x grad_accum_steps; default: the process count)."""
     p = jax.process_index() if process_index is None else process_index
     n = jax.process_count() if process_count is None else process_count
+    if pipelines.token_budget(config):  # translation only: pipelines.token_batch_shapes says so otherwise
+        return pipelines.train_iterator(config, process_index=p, process_count=n, rows_multiple=rows_multiple)
     if is_synthetic(config):
         return synthetic.SyntheticIterator(config, p, n)
     return pipeline(config).train_iterator(config, process_index=p, process_count=n)
+
+
+def token_batch_shapes(config, rows_multiple: int) -> list[tuple[int, int]] | None:
+    """The global [rows, width] shapes of config.data.tokens_per_batch's batches (None when it is 0);
+    a ValueError names the field a config gets wrong."""
+    return pipelines.token_batch_shapes(config, rows_multiple) if pipelines.token_budget(config) else None
 
 
 def eval_batches(config, split: str) -> Iterator[dict[str, np.ndarray]]:
@@ -107,5 +119,6 @@ def save_vocab(config, workdir: str) -> str | None:
     return pipeline(config).save_vocab(config, workdir)
 
 
-__all__ = ["Pipeline", "PIPELINES", "register", "pipeline", "train_iterator", "eval_batches", "local_rows",
+__all__ = ["Pipeline", "PIPELINES", "register", "pipeline", "train_iterator", "token_batch_shapes", "eval_batches",
+           "local_rows",
            "tokenizer", "raw_examples", "save_vocab", "is_synthetic"]

@@ -2,7 +2,7 @@
 
 | registry name        | tfds name                 | splits (examples)                                      |
 |----------------------|---------------------------|--------------------------------------------------------|
-| `multi30k`           | `bvt_multi30k`            | train 29,000 · validation 1,014 · test 1,000 (test_2016_flickr) |
+| `multi30k`           | `bvt_multi30k`            | train 29,000 · validation 1,014 · test 1,000 (test_2016_flickr); test_2017_flickr 1,000 · test_2017_mscoco 461 · test_2018_flickr 1,071 (on demand) |
 | `sst2`               | `bvt_glue/sst2`           | train 67,349 · validation 872                          |
 | `cola`               | `bvt_glue/cola`           | train 8,551 · validation 1,043 (in_domain + out_of_domain dev) |
 | `stsb`               | `bvt_glue/stsb`           | train 5,749 · validation 1,500 (label: float score 0-5) |
@@ -11,6 +11,10 @@
 | `pretraining_corpus` | `bvt_pretraining_corpus`  | train (documents) · validation (PTB valid documents)   |
 | `ptb`                | `bvt_lm_text/ptb`         | train 42,068 · validation 3,370 · test 3,761 (lines)   |
 | `wikitext2`          | `bvt_lm_text/wikitext2`   | train · validation 2,461 · test 2,891 (non-empty lines; train only with internet) |
+| `wmt14`              | `bvt_wmt14`               | train (cleaned, ~4.5M) · validation 3,000 (newstest2013) · test 3,003 (newstest2014); see wmt14.py |
+
+Multi30k's 2017/2018 test sets (`BvtMulti30k.FILE_SPLITS`) are read from raw files on demand, not
+generated (`raw_splits.py`): the dataset builds without them.
 
 tfds names carry a `bvt_` prefix because tfds already registers `glue`. Raw files come from
 `$BVT_DATA_DIR` (checked against recorded sha256 sums) or are downloaded; see `sources.py`.
@@ -54,7 +58,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from bert_vs_transformer.data import sources
+from bert_vs_transformer.data import sources, storage, wmt14
 
 PTB_LINES_PER_DOC = 20
 CAPTIONS_PER_DOC = 10
@@ -87,6 +91,7 @@ class BvtMulti30k(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Raw (true-cased) Task 1 text; test = test_2016_flickr."}
     SPLIT_FILES = {"train": "train", "validation": "val", "test": "test_2016_flickr"}
+    FILE_SPLITS = ("test_2017_flickr", "test_2017_mscoco", "test_2018_flickr")  # see raw_splits.py
 
     def __init__(self, *, raw_data_dir: str | None = None, **kwargs):
         self._raw_data_dir = raw_data_dir
@@ -373,6 +378,7 @@ class DatasetSpec:
     kind: str  # translation | classification | pretraining | lm
     expected: dict[str, int]  # examples per split (checked by the tests)
     fields: tuple[str, ...]  # text fields
+    tokenizer_sample: int = 0  # >0: the translation BPE is trained on this many seeded training pairs
 
     @property
     def tfds_name(self) -> str:
@@ -393,6 +399,9 @@ REGISTRY: dict[str, DatasetSpec] = {
 # the builder can download it, so they stay out of REGISTRY (which the tests generate offline).
 DOWNLOAD_ONLY: dict[str, DatasetSpec] = {
     "wikitext2": DatasetSpec(BvtLmText, "wikitext2", "lm", {}, ("text",)),
+    # WMT14's archives (1.7 GB): $BVT_DATA_DIR/wmt14/<official name>, else downloaded.
+    "wmt14": DatasetSpec(wmt14.BvtWmt14, None, "translation", {}, ("en", "de"),
+                         tokenizer_sample=wmt14.TOKENIZER_SAMPLE_PAIRS),
 }
 _NAME_ALIASES = {"glue/sst2": "sst2", "glue/cola": "cola", "glue/stsb": "stsb", "glue/mrpc": "mrpc",
                  "glue/rte": "rte", "sst-2": "sst2", "sts-b": "stsb", "corpus": "pretraining_corpus",
@@ -414,7 +423,7 @@ def canonical_split(split: str) -> str:
 def tfds_data_dir(data_dir: str | None = None) -> str:
     """Where generated datasets live: `data_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
     d = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.join("~", "tensorflow_datasets")
-    return os.path.abspath(os.path.expanduser(d))
+    return str(storage.as_path(d))  # a local one made absolute; gs://... as it is
 
 
 def builder(name: str, data_dir: str | None = None, raw_data_dir: str | None = None):
@@ -427,7 +436,7 @@ def builder(name: str, data_dir: str | None = None, raw_data_dir: str | None = N
 
 def is_prepared(b) -> bool:
     # (tfds' own is_prepared() logs a warning for every dataset not generated yet)
-    return os.path.isfile(os.path.join(b.data_dir, "dataset_info.json")) and b.is_prepared()
+    return (epath.Path(b.data_dir) / "dataset_info.json").is_file() and b.is_prepared()
 
 
 def prepare(name: str, data_dir: str | None = None, raw_data_dir: str | None = None):
@@ -459,5 +468,6 @@ def data_source(name: str, split: str, data_dir: str | None = None, raw_data_dir
     b = prepare(name, data_dir, raw_data_dir)
     split = canonical_split(split)
     if split not in b.info.splits:
-        raise ValueError(f"{name} has no split {split!r}; splits: {sorted(b.info.splits)}")
+        known = sorted(b.info.splits) + list(getattr(spec(name).builder_cls, "FILE_SPLITS", ()))
+        raise ValueError(f"{name} has no split {split!r}; splits: {known}")
     return b.as_data_source(split=split)

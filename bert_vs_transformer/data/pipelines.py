@@ -2,7 +2,7 @@
 
 Interface (what the training loop uses):
 
-    train_iterator(config, *, process_index=None, process_count=None) -> DataIterator
+    train_iterator(config, *, process_index=None, process_count=None, rows_multiple=None) -> DataIterator
     eval_batches(config, split) -> Iterator[dict[str, np.ndarray]]   # global batches
     tokenizer(config)                                                 # encode/decode/vocab_size/pad_id/eos_id
 
@@ -20,7 +20,11 @@ How a split becomes batches:
    rows `[p * b/P, (p + 1) * b/P)`. Global batch k is therefore the same whatever the number of
    processes (a run may resume on another topology), processes get disjoint rows that together
    cover the batch, and the iterator state is one integer (the next global batch).
-4. Packed (`config.data.pack`, translation only): process p takes every P-th example of the
+4. Token budget (`config.data.tokens_per_batch` > 0, translation only): global batches of a fixed
+   `[rows, width]` shape per length bucket whose padded tokens (larger side) stay within the budget,
+   ordered as `token_batches.py` says; process p keeps rows `[p * r/P, (p + 1) * r/P)` and the state
+   is the next global batch, as in 3.
+5. Packed (`config.data.pack`, translation only): process p takes every P-th example of the
    stream and packs them T5-style, first-fit, into `b/P` rows of the maximum length
    (`*_segmentation` from 1, 0 = padding; `*_positions` restart at 0 per segment); see
    `packing.PackedTranslation`. The state is the stream position (same process layout required).
@@ -38,6 +42,7 @@ pipeline by task.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -48,6 +53,7 @@ from bert_vs_transformer.data import (
     records,
     sentencepiece_tokenizer,
     sources,
+    token_batches,
     wordpiece,
 )
 
@@ -93,6 +99,9 @@ def translation_tokenizer(config):
     raw = sorted(r.sha256 for p, r in sources.FILES.items() if p.startswith(d.dataset + "/train."))
     cache_key = {"dataset": spec.tfds_name, "version": str(spec.builder_cls.VERSION), "split": "train",
                  "fields": fields, "raw_sha256": raw}
+    sample = int(spec.tokenizer_sample)
+    if sample:  # a large corpus (WMT14): the BPE is trained on a seeded sample of its training pairs
+        cache_key.update(records.sample_key(config, "train", sample))
     options = dict(
         vocab_size=int(config.model.vocab_size),
         model_type=d.get("spm_model_type", "bpe"),
@@ -105,7 +114,7 @@ def translation_tokenizer(config):
             return _TOKENIZERS[memo]
 
     def texts():
-        recs = records.split_records(config, "train")
+        recs = records.sample_records(config, "train", sample) if sample else records.split_records(config, "train")
         for f in fields:
             for r in recs:
                 yield records.text(r[f])
@@ -230,15 +239,17 @@ def _tokenize_classification(config, split, tok) -> records.TokenizedSplit:
 # Collation.
 
 
-def _collate(config, data: records.TokenizedSplit, indices: np.ndarray, rows: slice | None = None) -> dict[str, np.ndarray]:
-    """The padded batch of examples `indices` (padded to a width chosen from all of them), keeping
-    only `rows` of it. Index -1 is an all-zero padding row."""
+def _collate(config, data: records.TokenizedSplit, indices: np.ndarray, rows: slice | None = None,
+             width: int | None = None) -> dict[str, np.ndarray]:
+    """The padded batch of examples `indices` (padded to `width`, else to a width chosen from all of
+    them), keeping only `rows` of it. Index -1 is an all-zero padding row."""
     real = indices >= 0
     idx = np.where(real, indices, 0)
     if config.task == "translation":
         max_src, max_tgt = _max_lens(config)
-        longest = max([len(data.features[k][i]) for k in ("inputs", "targets") for i in idx[real]] or [1])
-        width = _width(longest, _buckets(config, max(max_src, max_tgt)))
+        if width is None:
+            longest = max([len(data.features[k][i]) for k in ("inputs", "targets") for i in idx[real]] or [1])
+            width = _width(longest, _buckets(config, max(max_src, max_tgt)))
         widths = {"inputs": min(width, max_src), "targets": min(width, max_tgt)}
     else:
         max_len = int(_d(config).max_seq_len)
@@ -260,11 +271,33 @@ def _collate(config, data: records.TokenizedSplit, indices: np.ndarray, rows: sl
 # Iterators.
 
 
-def train_iterator(config, *, process_index: int | None = None, process_count: int | None = None) -> records.DataIterator:
-    """This process's infinite stream of training batches (see the module docstring)."""
+def token_budget(config) -> int:
+    """config.data.tokens_per_batch (0 or absent: batches of config.data.batch_size examples)."""
+    return int(_d(config).get("tokens_per_batch", 0) or 0)
+
+
+def token_batch_shapes(config, rows_multiple: int) -> list[tuple[int, int]]:
+    """The global [rows, width] batch shapes of config.data.tokens_per_batch, one per length bucket;
+    rows are multiples of rows_multiple. A ValueError names the field a config gets wrong."""
+    d = _d(config)
+    if config.task != "translation" or d.get("dataset", None) == "synthetic":
+        raise ValueError(f"config.data.tokens_per_batch is implemented for translation datasets, not "
+                         f"task={config.task!r} dataset={d.get('dataset', None)!r}; set it to 0")
+    if bool(d.get("pack", False)):
+        raise ValueError("config.data.tokens_per_batch and config.data.pack exclude each other: packed rows are "
+                         "config.data.batch_size rows of max_len (set tokens_per_batch=0 or pack=False)")
+    return token_batches.shapes(token_budget(config), _buckets(config, max(_max_lens(config))), rows_multiple)
+
+
+def train_iterator(config, *, process_index: int | None = None, process_count: int | None = None,
+                   rows_multiple: int | None = None) -> records.DataIterator:
+    """This process's infinite stream of training batches (see the module docstring). rows_multiple:
+    what a token-budget batch's rows are a multiple of (default: the process count)."""
     import grain
 
     d = _d(config)
+    if token_budget(config):
+        return _token_budget_iterator(config, process_index, process_count, rows_multiple)
     B = int(d.batch_size)
     p, P, L = records.process_rows(B, process_index, process_count)
     data = tokenized_split(config, d.get("train_split", "train"), train=True)
@@ -284,6 +317,35 @@ def train_iterator(config, *, process_index: int | None = None, process_count: i
     max_src, max_tgt = _max_lens(config)
     packer = packing.PackedTranslation(data, order[p::P], rows=L, max_src=max_src, max_tgt=max_tgt)
     return records.DataIterator(packer, meta, layout_invariant=False)
+
+
+def _token_budget_iterator(config, process_index, process_count, rows_multiple) -> records.DataIterator:
+    import grain
+
+    d = _d(config)
+    p, P, _ = records.process_rows(0, process_index, process_count)
+    multiple = P if rows_multiple is None else int(rows_multiple)
+    if multiple < 1 or multiple % P:
+        raise ValueError(f"rows_multiple={multiple} is not a multiple of the process count {P}")
+    shapes = token_batch_shapes(config, multiple)
+    data = tokenized_split(config, d.get("train_split", "train"), train=True)
+    if len(data) == 0:
+        raise ValueError(f"{d.dataset}: no training examples left after filtering")
+    lengths = data.lengths()
+    plan = token_batches.TokenBatches(np.maximum(lengths["inputs"], lengths["targets"]), [w for _, w in shapes],
+                                      [r for r, _ in shapes], records.seed(config))
+
+    def batch(j):
+        k, indices = plan[j]
+        rows, width = shapes[k]
+        return _collate(config, data, indices, slice(p * rows // P, (p + 1) * rows // P), width)
+
+    meta = {"dataset": d.dataset, "task": config.task, "seed": records.seed(config),
+            "tokens_per_batch": token_budget(config), "shapes": [list(s) for s in shapes], "examples": len(data),
+            "pack": False, "process_index": p, "process_count": P, "workers": records.worker_count(config)}
+    # one global batch per index: grain's range is as long as its repeat() (sys.maxsize)
+    batches = grain.MapDataset.range(sys.maxsize).map(batch)
+    return records.DataIterator(records.iter_dataset(batches, config), meta, layout_invariant=True)
 
 
 def eval_batches(config, split: str) -> Iterator[dict[str, np.ndarray]]:

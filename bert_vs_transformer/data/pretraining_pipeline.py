@@ -50,18 +50,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from typing import Any, Iterator
 
 import numpy as np
 from absl import logging
+from etils import epath
 
 from bert_vs_transformer.data import (
     batch_masking,
     records,
     sentencepiece_tokenizer,
+    storage,
     wordpiece,
 )
 from bert_vs_transformer.data import pretraining_examples as pe
@@ -279,8 +280,8 @@ def instances(config, split: str, *, seed: int, dupe_factor: int,
         if memo in _MEMO:
             return _MEMO[memo], h
         path = os.path.join(cache_dir, f"pretraining-instances-{h}.npz")
-        if os.path.isfile(path):
-            source = pe.InstanceSource.load(path)
+        if epath.Path(path).is_file():
+            source = _load(path)
         else:
             source = _create(docs, wp, options, split)
             _save(source, path, key)
@@ -313,15 +314,26 @@ def _create(docs, wp, options, split) -> pe.InstanceSource:
     return source
 
 
+def _load(path: str) -> pe.InstanceSource:
+    with epath.Path(path).open("rb") as f:  # local or gs://
+        return pe.InstanceSource.load(f)
+
+
 def _save(source: pe.InstanceSource, path: str, key: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-instances-", suffix=".npz")
+    """Writes the cache file atomically: renamed into place locally; on gs:// saved to a local
+    temporary file first, then uploaded as one object."""
+    remote = storage.is_remote(path)
+    if not remote:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=None if remote else os.path.dirname(path), prefix=".tmp-instances-", suffix=".npz")
     os.close(fd)
     try:
         source.save(tmp)
-        with open(path[: -len(".npz")] + ".json", "w") as f:
-            json.dump(key, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)  # atomic: processes sharing the cache may race
+        storage.write_atomic(path[: -len(".npz")] + ".json", json.dumps(key, indent=1, sort_keys=True))
+        if remote:
+            epath.Path(tmp).copy(path, overwrite=True)
+        else:
+            os.replace(tmp, path)  # atomic: processes sharing the cache may race
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -407,7 +419,8 @@ def save_learned_vocab(config, workdir: str) -> str | None:
     fine-tuning (configs/glue.py) and export_hf read it; -> that path (None: a given vocabulary)."""
     if not vocab_spec(config).startswith(TRAIN_VOCAB_PREFIX):
         return None
-    os.makedirs(workdir, exist_ok=True)
-    dst = os.path.join(workdir, "vocab.txt")
-    shutil.copyfile(tokenizer(config).vocab_path, dst)
-    return dst
+    directory = epath.Path(workdir)
+    directory.mkdir(parents=True, exist_ok=True)
+    dst = directory / "vocab.txt"
+    storage.write_atomic(dst, epath.Path(tokenizer(config).vocab_path).read_bytes())
+    return os.fspath(dst)

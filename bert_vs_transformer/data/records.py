@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from bert_vs_transformer.data import raw_splits
+
 STATE_FORMAT = "bvt_data_iterator/1"
 
 
@@ -54,16 +56,52 @@ _RECORDS: dict[Any, list[dict]] = {}
 
 
 def split_records(config, split: str) -> list[dict]:
-    """All records of a split of config.data.dataset (decoded by tfds; text as bytes), cached."""
+    """All records of a split of config.data.dataset (decoded by tfds, or read from raw files for a
+    builder's FILE_SPLITS; text as bytes), cached."""
     from bert_vs_transformer.data import builders
 
     d = config.data
     split = builders.canonical_split(split)
-    key = (builders.spec(d.dataset).tfds_name, split, builders.tfds_data_dir(tfds_dir(config)))
+    key = (builders.spec(d.dataset).tfds_name, split, builders.tfds_data_dir(tfds_dir(config)), raw_dir(config))
     with LOCK:
         if key not in _RECORDS:
-            _RECORDS[key] = read_all(builders.data_source(d.dataset, split, tfds_dir(config), raw_dir(config)))
+            recs = raw_splits.records(d.dataset, split, tfds_dir(config), raw_dir(config))
+            if recs is None:
+                recs = read_all(builders.data_source(d.dataset, split, tfds_dir(config), raw_dir(config)))
+            _RECORDS[key] = recs
         return _RECORDS[key]
+
+
+SAMPLE_SEED = 0  # a sample of a split does not change with the run's seed
+
+
+def sample_key(config, split: str, n: int) -> dict[str, Any]:
+    """What names sample_records(config, split, n): the split's size, the sample's size and seed, and
+    the raw files' sha256 the builder recorded in its metadata (`raw_sha256`)."""
+    from bert_vs_transformer.data import builders
+
+    d = config.data
+    b = builders.prepare(d.dataset, tfds_dir(config), raw_dir(config))
+    total = b.info.splits[builders.canonical_split(split)].num_examples
+    raw = dict(b.info.metadata.get("raw_sha256", {})) if b.info.metadata is not None else {}
+    return {"sample_pairs": min(int(n), total), "sample_seed": SAMPLE_SEED, "split_examples": total,
+            "raw_sha256": sorted(raw.values())}
+
+
+def sample_records(config, split: str, n: int, chunk: int = 4096) -> list[dict]:
+    """n records of a split drawn uniformly without replacement with numpy's default_rng(SAMPLE_SEED)
+    (all of them when it has at most n), in file order; read by random access, so a large split is
+    never loaded whole."""
+    from bert_vs_transformer.data import builders
+
+    d = config.data
+    source = builders.data_source(d.dataset, split, tfds_dir(config), raw_dir(config))
+    total = len(source)
+    rows = np.arange(total) if n >= total else np.sort(np.random.default_rng(SAMPLE_SEED).choice(total, n, replace=False))
+    out: list[dict] = []
+    for start in range(0, len(rows), chunk):
+        out.extend(source.__getitems__(rows[start: start + chunk].tolist()))
+    return out
 
 
 def text(value) -> str:

@@ -8,7 +8,9 @@ The cache lives under `$BVT_CACHE_DIR` (else `<tfds data dir>/bvt_cache`), in
 `sentencepiece-<hash>/spm.model`, the hash covering a key that names the training text (dataset,
 version, split, fields, raw-file sha256s) and every training option, so a changed option or
 dataset trains a new model and an unchanged one is reused. Writes are atomic (a temporary folder
-renamed into place), so processes sharing the folder can race safely.
+renamed into place), so processes sharing the folder can race safely. The cache may be on gs://
+(etils.epath): there the model is trained in a local temporary folder and uploaded with
+`spm.model` last, the one file a reader looks for (an object appears only once complete).
 
 `vocab_size` is an upper bound (`hard_vocab_limit=False`): on a small corpus sentencepiece may
 stop earlier; the model's embedding (config.model.vocab_size rows) must be at least as large.
@@ -25,6 +27,9 @@ import time
 from typing import Iterable, Sequence
 
 from absl import logging
+from etils import epath
+
+from bert_vs_transformer.data import storage
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 CACHE_DIR_ENV = "BVT_CACHE_DIR"
@@ -42,7 +47,8 @@ class SentencePieceTokenizer:
         import sentencepiece as spm
 
         self.model_path = model_path
-        self._sp = spm.SentencePieceProcessor(model_file=model_path)
+        # the serialized model, read through epath (sentencepiece itself opens local files only)
+        self._sp = spm.SentencePieceProcessor(model_proto=epath.Path(model_path).read_bytes())
         if (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id()) != (PAD_ID, EOS_ID, UNK_ID):
             raise ValueError(
                 f"{model_path}: expected pad/eos/unk ids 0/1/2, got "
@@ -81,7 +87,7 @@ class SentencePieceTokenizer:
 def default_cache_dir(tfds_data_dir: str | None = None) -> str:
     d = os.environ.get(CACHE_DIR_ENV)
     if d:
-        return os.path.abspath(os.path.expanduser(d))
+        return str(storage.as_path(d))
     from bert_vs_transformer.data import builders
 
     return os.path.join(builders.tfds_data_dir(tfds_data_dir), "bvt_cache")
@@ -117,14 +123,16 @@ def train_or_load(
         unk_id=UNK_ID, bos_id=-1, hard_vocab_limit=False, version=1,
     )
     key = _hash({"data": cache_key, "options": options})
-    root = cache_dir or default_cache_dir()
-    final = os.path.join(root, f"sentencepiece-{key}")
-    model_path = os.path.join(final, "spm.model")
-    if os.path.isfile(model_path):
+    root = storage.as_path(cache_dir or default_cache_dir())
+    final = root / f"sentencepiece-{key}"
+    model_path = os.fspath(final / "spm.model")
+    if epath.Path(model_path).is_file():
         return SentencePieceTokenizer(model_path)
 
-    os.makedirs(root, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=root, prefix=".tmp-sentencepiece-")
+    remote = storage.is_remote(root)
+    if not remote:
+        root.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=None if remote else os.fspath(root), prefix=".tmp-sentencepiece-")
     try:
         start = time.time()
         spm.set_random_generator_seed(int(seed))
@@ -143,10 +151,14 @@ def train_or_load(
         )
         with open(os.path.join(tmp, "options.json"), "w") as f:
             json.dump({"data": cache_key, "options": options}, f, indent=1, sort_keys=True)
-        try:
-            os.replace(tmp, final) if not os.path.exists(final) else None
-        except OSError:
-            pass  # another process renamed its (identical) model into place first
+        if remote:  # spm.model last: a reader sees the model only once the rest is there
+            for name in ("options.json", "spm.vocab", "spm.model"):
+                (final / name).write_bytes(epath.Path(tmp, name).read_bytes())
+        else:
+            try:
+                os.replace(tmp, final) if not os.path.exists(final) else None
+            except OSError:
+                pass  # another process renamed its (identical) model into place first
         logging.info("trained sentencepiece %s in %.1f s -> %s", options, time.time() - start, final)
     finally:
         if os.path.isdir(tmp):

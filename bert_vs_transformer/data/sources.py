@@ -10,10 +10,11 @@ the dataset's PROVENANCE.md (see `../shared/data`). Files come from one of two p
   `downloads/`) and gunzipped where the URL serves a `.gz`.
 
 Either way the final (decompressed) file is checked against the recorded sha256: a mismatch is a
-`ChecksumError` naming the file. Files ../shared/data does not stage (`UNSTAGED`: WikiText-2's
-train.txt, over its 4 MiB limit) have no recorded sha256; they are checked against their git blob
-id in the source commit's tree instead, and a run without internet refuses them with a one-line
-`MissingFileError` naming the file. The URLs point at the exact commits PROVENANCE.md records, so a
+`ChecksumError` naming the file. Files ../shared/data does not stage are in `UNSTAGED`: Multi30k's
+2017 and 2018 test sets (with their sha256 sums and line counts), and WikiText-2's train.txt (over
+its 4 MiB limit), which has no recorded sha256 and is checked against its git blob id in the source
+commit's tree instead. A run without them or internet refuses them with a one-line
+`MissingFileError` naming the files. The URLs point at the exact commits PROVENANCE.md records, so a
 download reproduces the recorded bytes (the Multi30k URLs are its official repository,
 `multi30k/dataset` data/task1/raw). GLUE's own zips (dl.fbaipublicfiles.com) are not used: their
 bytes were never recorded here, and MRPC's dev ids are not in them anyway.
@@ -108,11 +109,18 @@ FILES: dict[str, RawFile] = {
     ]
 }
 
-# Official files ../shared/data does not stage: no sha256 or line count was recorded for them; the
+# Official files ../shared/data does not stage. Multi30k's later test sets: sha256 and lines of the
+# gunzipped files at the URL's commit. WikiText-2's train.txt: no sha256 or line count was recorded; the
 # git blob id is `git ls-tree` of the URL's commit (valid.txt and test.txt there match the staged ones).
 UNSTAGED: dict[str, RawFile] = {
     f.relpath: f
     for f in [
+        RawFile("multi30k/test_2017_flickr.en", "ce1450ddc5ab0834502579d77a170849952e15a2938b34cc503bdc25ebb4fb98", 1000, _M30K + "test_2017_flickr.en.gz", True),
+        RawFile("multi30k/test_2017_flickr.de", "c3078bc3b36808bf9d20eb2347ed6137016179ef59ec0d2b9b8ecc3fb2880081", 1000, _M30K + "test_2017_flickr.de.gz", True),
+        RawFile("multi30k/test_2017_mscoco.en", "43051fdfa86fd5395182e718a94ca67b1b227b9f7c79596ff0f6b813216981d2", 461, _M30K + "test_2017_mscoco.en.gz", True),
+        RawFile("multi30k/test_2017_mscoco.de", "58277df3c75f92f7145a11b910b553d1cf82c439249d4dc237c899609eafac22", 461, _M30K + "test_2017_mscoco.de.gz", True),
+        RawFile("multi30k/test_2018_flickr.en", "4e585c2dd525911a6ea7730e9d0b516239af3f1b1ffae6a2130223cfb639f25e", 1071, _M30K + "test_2018_flickr.en.gz", True),
+        RawFile("multi30k/test_2018_flickr.de", "39fcc8b3331d76fb42d648d019c6898b0d5e58baac87bc2a0bb93f44ec8db207", 1071, _M30K + "test_2018_flickr.de.gz", True),
         RawFile("wikitext2/train.txt", "", 0, _WT2 + "train.txt", git_blob="2d84b35af79e411d73ea7cae83c73964c6ac83b4"),
     ]
 }

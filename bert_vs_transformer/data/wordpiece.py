@@ -22,12 +22,15 @@ the budget is odd (it gives the extra token to `b`); `truncation="hf"` reproduce
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 from typing import Iterable, Sequence
 
 import numpy as np
+from etils import epath
+
+from bert_vs_transformer.data import storage
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 # BERT's order (also `tokenizers.BertWordPieceTokenizer`'s), so a trained vocab has [PAD] = 0.
@@ -38,7 +41,7 @@ MAX_INPUT_CHARS_PER_WORD = 100
 
 def _read_vocab(path: str) -> dict[str, int]:
     vocab: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
+    with epath.Path(path).open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:  # local or gs://
         for index, line in enumerate(f):
             token = line.strip()
             if token in vocab:
@@ -187,31 +190,19 @@ class WordPiece:
 
     # -- files --------------------------------------------------------------------------------
     def save(self, directory: str) -> str:
-        """Writes `directory/vocab.txt` (BERT's format); returns its path."""
-        os.makedirs(directory, exist_ok=True)
+        """Writes `directory/vocab.txt` (BERT's format; local or gs://); returns its path."""
+        epath.Path(directory).mkdir(parents=True, exist_ok=True)
         path = os.path.join(directory, "vocab.txt")
-        _atomic_write(path, "".join(t + "\n" for t in self._id_to_token))
+        storage.write_atomic(path, "".join(t + "\n" for t in self._id_to_token))
         return path
 
     def __repr__(self) -> str:
         return f"WordPiece(vocab_size={self.vocab_size}, lowercase={self.lowercase}, path={self.vocab_path!r})"
 
 
-def _atomic_write(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-vocab-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def load_wordpiece(vocab_path: str, lowercase: bool = True) -> WordPiece:
     """A WordPiece tokenizer from BERT's `vocab.txt` (or a directory holding one)."""
-    if os.path.isdir(vocab_path):
+    if epath.Path(vocab_path).is_dir():
         vocab_path = os.path.join(vocab_path, "vocab.txt")
     return WordPiece(_read_vocab(vocab_path), lowercase=lowercase, vocab_path=vocab_path)
 
@@ -275,7 +266,7 @@ def train_wordpiece(
             else _options_hash([], dict(options, cache_key=str(cache_key)))
         )
         path = os.path.join(cache_dir, f"wordpiece-{digest[:16]}", "vocab.txt")
-        if os.path.exists(path):
+        if epath.Path(path).exists():
             return load_wordpiece(path, lowercase=lowercase)
 
     from tokenizers import trainers

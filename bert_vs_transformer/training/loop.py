@@ -8,6 +8,7 @@ through `runs.make`: a new task or evaluator changes nothing here.
 from __future__ import annotations
 
 import collections
+import math
 import time
 from typing import Any
 
@@ -37,7 +38,9 @@ def validate(config, mesh) -> None:
     partitioning.check_batch_size(int(config.data.batch_size), mesh)
     accum = int(config.get("grad_accum_steps", 1))
     per_dp = int(config.data.batch_size) // partitioning.data_parallel_size(mesh)
-    if accum < 1 or int(config.data.batch_size) % accum or (accum > 1 and per_dp % accum):
+    # config.data.tokens_per_batch: every shape's rows are multiples of rows_multiple (a ValueError if none fit)
+    budget = accum >= 1 and data.token_batch_shapes(config, rows_multiple(config, mesh))
+    if accum < 1 or (not budget and (int(config.data.batch_size) % accum or (accum > 1 and per_dp % accum))):
         raise ConfigError(
             f"config.grad_accum_steps={accum} must divide the per-data-parallel-shard batch "
             f"{per_dp} (config.data.batch_size={config.data.batch_size})"
@@ -51,6 +54,13 @@ def validate(config, mesh) -> None:
     if stop_at < 0 or stop_at > int(config.num_train_steps):
         raise ConfigError(f"config.stop_at_step={stop_at} must be 0 (off) or a step of the schedule, "
                           f"1..num_train_steps={int(config.num_train_steps)}")
+
+
+def rows_multiple(config, mesh) -> int:
+    """What a token-budget batch's rows must be a multiple of: the processes (each feeds its rows) and
+    the data-parallel shards times grad_accum_steps (each shard splits its rows into microbatches)."""
+    return math.lcm(jax.process_count(),
+                    partitioning.data_parallel_size(mesh) * max(1, int(config.get("grad_accum_steps", 1))))
 
 
 def _check_resumable(run, config, workdir: str, latest: int | None) -> None:
@@ -108,7 +118,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     tx, schedule = run.optimizer()
     abstract, shardings = run.abstract_state(task, tx, batch_size, mesh)
     try:
-        data_iter = run.train_iterator()
+        data_iter = run.train_iterator(rows_multiple(config, mesh))
     except (ValueError, sources.DataError, FileNotFoundError) as e:  # a vocab_size the tokenizer refutes, a raw file
         raise ConfigError(str(e)) from e
     if is_main:  # every check passed: from here on the workdir is written
@@ -139,7 +149,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     step_fn = run.compile_step(one_step, shardings, mesh)
     loss_sums = run.compile_loss_sums(task, shardings.params, mesh)
     finite_fn = jax.jit(train_step.all_finite)
-    flops_per_step = task.step_flops(batch_size)  # per member
+    # per member. Token budgets: the widest shape's FLOPs. Every shape's padded tokens are within a
+    # rows_multiple x width of the budget, so the token-linear FLOPs agree to that rounding; attention's
+    # scores (quadratic in the width) are overstated for the narrower shapes.
+    shapes = data.token_batch_shapes(config, rows_multiple(config, mesh))
+    flops_per_step = task.step_flops(shapes[-1][0] if shapes else batch_size)
     peak = flops.peak_flops_per_device(config.get("peak_flops_per_device") or None)
 
     step = int(np.max(jax.device_get(state.step)))  # members: every member's step is the same

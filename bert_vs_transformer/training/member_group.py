@@ -32,7 +32,6 @@ checkpoints hold the stacked state (export_hf --member=K exports one member).
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -44,6 +43,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bert_vs_transformer import data, evaluation
+from bert_vs_transformer.data import storage
 from bert_vs_transformer.models import partitioning
 from bert_vs_transformer.training import init_from, optim, run_logging, train_step
 from bert_vs_transformer.training.members import (
@@ -65,7 +65,7 @@ class Group:
         self.config, self.members, self.workdir = config, list(members), workdir
         self.configs = [member_config(config, m) for m in self.members]
         self.size = len(self.members)
-        self.dirs = [os.path.join(workdir, "members", m.name) for m in self.members]
+        self.dirs = [storage.as_path(workdir) / "members" / m.name for m in self.members]
         self.diverged: dict[int, int] = {}  # member index -> the step it stopped at (check_finite)
 
     # -- optimizer and state ----------------------------------------------------------------------
@@ -132,8 +132,8 @@ class Group:
 
     # -- data -------------------------------------------------------------------------------------
 
-    def train_iterator(self):
-        iterator = StackedIterator([data.train_iterator(c) for c in self.configs])
+    def train_iterator(self, rows_multiple: int | None = None):
+        iterator = StackedIterator([data.train_iterator(c, rows_multiple=rows_multiple) for c in self.configs])
         iterator.diverged = self.diverged  # one dict: checkpoints keep it with the data state
         return iterator
 
@@ -222,9 +222,9 @@ class Group:
         self.loggers = []
         for c, d in zip(self.configs, self.dirs):
             if is_main:
-                os.makedirs(d, exist_ok=True)
-                with open(os.path.join(d, "config.json"), "w") as f:
-                    json.dump(dict(c.to_dict(), member_of=os.path.abspath(self.workdir)), f, indent=2, default=str)
+                d.mkdir(parents=True, exist_ok=True)
+                storage.write_atomic(d / "config.json", json.dumps(
+                    dict(c.to_dict(), member_of=str(storage.as_path(self.workdir))), indent=2, default=str))
             logger = run_logging.MetricsLogger(d, enabled=is_main, tensorboard=False)
             if resume_step is not None:
                 logger.truncate_after(resume_step)

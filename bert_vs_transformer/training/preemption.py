@@ -1,4 +1,4 @@
-"""Stopping on SIGTERM/SIGINT at a step every process agrees on, so the loop can save and exit."""
+"""Stopping on SIGTERM/SIGHUP/SIGINT at a step every process agrees on, so the loop can save and exit."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from jax.experimental import multihost_utils
 class Preempted(Exception):
     """The run saved a checkpoint at `step` and stopped on a signal; rerunning resumes it.
 
-    `exit_code` is the shell's code for that signal, 128 + signum (143 for SIGTERM, 130 for SIGINT),
+    `exit_code` is the shell's code for that signal, 128 + signum (143 SIGTERM, 129 SIGHUP, 130 SIGINT),
     so a scheduler tells a cut run from a finished one (exit 0)."""
 
     def __init__(self, step: int, signum: int):
@@ -25,9 +25,11 @@ class Preempted(Exception):
 
 
 class Preemption:
-    """SIGTERM/SIGINT set a flag; the loop finishes the current step, saves and exits. The handler
-    runs only when Python is between calls, so the loop bounds how far it dispatches ahead of the
-    device (config.steps_in_flight): otherwise it waits out a whole log window before reading it.
+    """SIGTERM/SIGHUP/SIGINT set a flag; the loop finishes the current step, saves and exits. A hangup
+    (a dropped ssh session) stops the run like SIGTERM, unless the process started with SIGHUP ignored
+    (nohup). The handler runs only when Python is between calls, so the loop bounds how far it
+    dispatches ahead of the device (config.steps_in_flight): otherwise it waits out a whole log window
+    before reading it.
 
     Multi-process, every process must stop at the same step. With JAX's preemption service (on by
     default in jax.distributed) its own SIGTERM notifier tells the coordination service, which picks
@@ -39,8 +41,10 @@ class Preemption:
         self.signum = signal.SIGTERM  # the signal received here (another process's: SIGTERM)
         self._previous = {}
         self._service = jax.process_count() > 1 and _preemption_service(step)
-        # with the service, SIGTERM stays with its notifier; SIGINT is handed to it as a SIGTERM
-        for sig in (signal.SIGINT,) if self._service else (signal.SIGTERM, signal.SIGINT):
+        # with the service, SIGTERM stays with its notifier; SIGINT and SIGHUP are handed to it as a SIGTERM
+        for sig in (signal.SIGINT, signal.SIGHUP) if self._service else (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue  # nohup: the caller asked for hangups to be ignored
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):

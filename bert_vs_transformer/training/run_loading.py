@@ -5,13 +5,12 @@
 `load_run` reads the config stored with the checkpoint and only the `params` subtree of its train
 state (orbax partial restore), through a read-only CheckpointManager that never writes to or
 cleans up the directory (safe while the owning run is still training). A member run's
-parameters come stacked on a leading member axis.
+parameters come stacked on a leading member axis. The workdir may be local or gs:// (etils.epath).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
@@ -21,6 +20,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from bert_vs_transformer import tasks
+from bert_vs_transformer.data import storage
 from bert_vs_transformer.training import members
 
 
@@ -28,17 +28,17 @@ class UnreadableCheckpointError(ValueError):
     """A checkpoint whose files cannot be read (truncated, damaged, or of another model)."""
 
 
-def checkpoint_directory(workdir: str) -> str:
-    return os.path.abspath(os.path.join(workdir, "checkpoints"))
+def checkpoint_directory(workdir):
+    return storage.as_path(workdir) / "checkpoints"
 
 
 def read_only_manager(workdir: str):
     """An orbax CheckpointManager over DIR/checkpoints that never writes or deletes (safe while
     the run that owns the directory is still training)."""
     directory = checkpoint_directory(workdir)
-    if not os.path.isdir(workdir):
+    if not storage.as_path(workdir).is_dir():
         raise FileNotFoundError(f"workdir {workdir} does not exist; pass the --workdir of a training run")
-    if not os.path.isdir(directory):
+    if not directory.is_dir():
         raise FileNotFoundError(f"no checkpoints directory {directory}: {workdir} is not a training workdir, or its "
                                 "run has saved no checkpoint yet")
     return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
@@ -63,22 +63,20 @@ def load_config(workdir: str, step: int | None = None, manager=None):
     try:
         manager = manager or read_only_manager(workdir)
         step = resolve_step(manager, step, workdir)
-        base = os.path.join(checkpoint_directory(workdir), str(step), "config")
-        for candidate in (base, os.path.join(base, "metadata")):
-            if os.path.isfile(candidate):
-                with open(candidate) as f:
-                    raw = json.load(f)
+        base = checkpoint_directory(workdir) / str(step) / "config"
+        for candidate in (base, base / "metadata"):
+            if candidate.is_file():
+                raw = json.loads(candidate.read_text())
                 break
         if raw is None:
             raw = dict(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
     except (FileNotFoundError, KeyError, ValueError):
         raw = None
     if raw is None:
-        path = os.path.join(workdir, "config.json")
-        if not os.path.isfile(path):
+        path = storage.as_path(workdir) / "config.json"
+        if not path.is_file():
             raise FileNotFoundError(f"{workdir}: no checkpoint config and no config.json")
-        with open(path) as f:
-            raw = json.load(f)
+        raw = json.loads(path.read_text())
     return ml_collections.ConfigDict(raw)
 
 

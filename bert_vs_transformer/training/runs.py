@@ -50,8 +50,8 @@ class SingleRun:
     def apply_init(self, state, shardings):
         return init_from.apply(self.config, state)
 
-    def train_iterator(self):
-        return data.train_iterator(self.config)
+    def train_iterator(self, rows_multiple: int | None = None):
+        return data.train_iterator(self.config, rows_multiple=rows_multiple)
 
     global_batch = staticmethod(partitioning.global_batch_from_local)
 

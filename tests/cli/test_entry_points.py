@@ -12,7 +12,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPTS = {"bvt-train", "bvt-translate", "bvt-average-checkpoints", "bvt-export-hf", "bvt-benchmark",
-           "bvt-compare", "bvt-data", "bvt-glue-grid"}
+           "bvt-compare", "bvt-data", "bvt-glue-grid", "bvt-score"}
 
 
 def declared() -> dict[str, str]:

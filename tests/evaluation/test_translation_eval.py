@@ -14,15 +14,18 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 import sacrebleu
+import sacremoses
 
 from bert_vs_transformer import config_args, evaluation
-from bert_vs_transformer.evaluation import metrics, translation as translation_eval
+from bert_vs_transformer.data import sources
+from bert_vs_transformer.evaluation import bleu as bleu_metrics, metrics, translation as translation_eval
 from bert_vs_transformer.models import decoding, transformer
 from bert_vs_transformer.config_args import REPO_ROOT
 from bert_vs_transformer.training import run_loading
@@ -187,6 +190,39 @@ def test_decode_ids_sorted_batches_equal_each_sentence_alone(random_model, devic
     assert seen[:3] == [(3, 7), (6, 7), (7, 7)]
 
 
+def test_decode_spread_over_processes_equals_one_process(random_model):
+    """Two processes (threads here, with an all-gather that stacks what each passes): process p
+    decodes sentences p, p + 2, ..., and both get every output, equal to one process's decode_ids."""
+    cfg, params, sources, eos = random_model
+    kw = dict(eos_id=eos, beam_size=None, batch_size=3, buckets=(4, 8, WIDTH))
+    alone = translation_eval.decode_ids(cfg, params, sources, **kw)
+    barrier, parts, results = threading.Barrier(2), {}, {}
+
+    def allgather(p):
+        def gather(x):
+            parts[p] = x
+            barrier.wait()
+            stacked = np.stack([parts[0], parts[1]])
+            barrier.wait()
+            return stacked
+        return gather
+
+    def run(p):
+        results[p] = translation_eval.decode_spread(cfg, params, sources, process_index=p, process_count=2,
+                                                    allgather=allgather(p), **kw)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert sorted(results) == [0, 1]
+    for p in range(2):
+        assert len(results[p]) == len(sources)
+        for got, want in zip(results[p], alone):
+            np.testing.assert_array_equal(got, want)
+
+
 def _bleu_evaluator(config):
     return next(e for e in evaluation.build(config) if isinstance(e, translation_eval.BleuEvaluator))
 
@@ -294,6 +330,12 @@ def test_evaluate_split_bleu_equals_sacrebleu_on_its_output(run, tmp_path):
     assert res["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-9)
     assert res["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score, abs=1e-9)
     assert res["chrf"] > 0, res  # a 40-step model gets some characters right
+    # The tokenized and compound-split BLEU of the same decode (bleu_variants tests the conventions).
+    tok = sacremoses.MosesTokenizer(lang="de")
+    tok_h, tok_r = [tok.tokenize(h, return_str=True) for h in hyps], [tok.tokenize(r, return_str=True) for r in refs]
+    assert res["bleu_tokenized"] == pytest.approx(sacrebleu.corpus_bleu(tok_h, [tok_r], tokenize="none").score, abs=1e-9)
+    assert res["bleu_compound_split"] == pytest.approx(sacrebleu.corpus_bleu(
+        bleu_metrics.split_compounds(tok_h), [bleu_metrics.split_compounds(tok_r)], tokenize="none").score, abs=1e-9)
     print(f"\ntest[:{n}] beam 4: BLEU {res['bleu']:.2f} [{res['bleu_signature']}], chrF {res['chrf']:.2f}")
 
     # The training loop's hook (in-process, greedy, a few validation sentences).
@@ -302,8 +344,52 @@ def test_evaluate_split_bleu_equals_sacrebleu_on_its_output(run, tmp_path):
         config.evals.bleu.max_examples = 8
     params, _ = run_loading.restore_params(workdir, config)
     ev = _bleu_evaluator(config).evaluate(_context(config, params))[0]
-    assert set(ev) >= {"eval_bleu", "eval_bleu_lowercase", "eval_chrf"}
+    assert set(ev) >= {"eval_bleu", "eval_bleu_lowercase", "eval_bleu_tokenized", "eval_bleu_compound_split", "eval_chrf"}
     assert all(isinstance(v, float) and np.isfinite(v) for v in ev.values()), ev
+
+
+def test_evaluate_files_and_a_later_test_set(run, tmp_path, monkeypatch):
+    """--evaluate_files scores any pair of files as bvt-score would; the same pairs as a test set by name
+    (a fixture test_2017_flickr, its sums recorded for the test) decode and score the same; a test set
+    whose files are absent is one line naming them."""
+    workdir, env, tmp = run
+    n = 6
+    root = tmp_path / "raw"
+    (root / "multi30k").mkdir(parents=True)
+    files = {}
+    for lang in ("en", "de"):
+        with open(os.path.join(env["BVT_DATA_DIR"], "multi30k", f"test_2016_flickr.{lang}"), encoding="utf-8") as f:
+            lines = [next(f).rstrip("\n") for _ in range(n)]
+        path = root / "multi30k" / f"test_2017_flickr.{lang}"
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        files[lang] = (str(path), lines)
+    hyp_file = tmp_path / "hyp.de"
+    proc = _run(["bert_vs_transformer.cli.translate", f"--workdir={workdir}", "--beam_size=0", "--batch_size=8",
+                 f"--evaluate_files={files['en'][0]},{files['de'][0]}", f"--output={hyp_file}"], env)
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    hyps = hyp_file.read_text(encoding="utf-8").splitlines()
+    assert res["num_examples"] == n == len(hyps) and res["source_file"] == files["en"][0] and res["step"] == STEPS
+    expected = bleu_metrics.translation_metrics(hyps, files["de"][1], language="de")
+    keys = ("bleu", "bleu_lowercase", "bleu_tokenized", "bleu_compound_split", "chrf")
+    assert {k: res[k] for k in keys} == pytest.approx({k: expected[k] for k in keys}, abs=1e-9)
+
+    fake = {f"multi30k/test_2017_flickr.{lang}": sources.UNSTAGED[f"multi30k/test_2017_flickr.{lang}"]._replace(
+        sha256=sources.sha256_file(path), num_lines=n) for lang, (path, _) in files.items()}
+    monkeypatch.setattr(sources, "UNSTAGED", {**sources.UNSTAGED, **fake})
+    config = _config(workdir, tmp)
+    config.data.raw_data_dir = str(root)
+    params, _ = run_loading.restore_params(workdir, config)
+    split = translation_eval.bleu(config, params, "test_2017_flickr", beam_size=None, batch_size=8,
+                                  return_translations=True)
+    assert split["translations"] == hyps and split["split"] == "test_2017_flickr"
+    assert {k: split[k] for k in keys} == pytest.approx({k: res[k] for k in keys}, abs=1e-9)
+
+    proc = subprocess.run([sys.executable, "-m", "bert_vs_transformer.cli.translate", f"--workdir={workdir}",
+                           "--evaluate_split=test_2017_mscoco"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300, env=dict(env, BVT_DATA_DIR=str(tmp_path / "empty")))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and lines[-1].startswith("error: "), proc.stderr
+    assert "multi30k/test_2017_mscoco.en" in lines[-1] and "multi30k/test_2017_mscoco.de" in lines[-1]
 
 
 def test_average_checkpoints(run, tmp_path):

@@ -192,16 +192,17 @@ def test_local_launcher_multiprocess_dry_run(tmp_path, capsys):
 
 
 def test_tpu_launcher_dry_run(tmp_path, capsys):
-    out = _dry_run(capsys, "experiments/vaswani_table3.py", "--dry_run", "--root=/mnt/shared/bvt",
+    out = _dry_run(capsys, "experiments/vaswani_table3.py", "--dry_run", "--root=/mnt/shared/bvt", "--tpu_shared_root",
                    "--launcher=tpu", "--tpu_name=pod", "--tpu_zone=us-central2-b", "--tpu_type=v4-32",
                    "--tpu_create", "--tpu_delete", "--env=BVT_DATA_DIR=/mnt/shared/data", "--only=A_*,base")
     lines = [line for line in out.splitlines() if line.startswith("gcloud")]
     ssh = [line for line in lines if " tpu-vm ssh " in line]
-    assert all("--worker=all" in line for line in ssh + [x for x in lines if " scp " in x])
-    assert len(ssh) == 1 + 5  # setup + one command per job
-    jobs = ssh[1:]
+    assert all("--worker=all" in line for line in ssh + [x for x in lines if " scp " in x] if "--worker=0" not in line)
+    assert len(ssh) == 1 + 5 * 3  # setup + per job: start, poll, outcome
+    jobs = [line for line in ssh if "launch.tpu_worker start" in line]
+    assert len(jobs) == 5
     assert all("export BVT_DATA_DIR=/mnt/shared/data" in line and "bert_vs_transformer.main" in line for line in jobs)
-    assert all("experiments.status /mnt/shared/bvt/vaswani_table3/" in line for line in jobs)
+    assert all("--workdir=/mnt/shared/bvt/vaswani_table3/" in line for line in jobs)
     assert "--coordinator_address" not in out  # TPU pods: jax.distributed detects the pod
     assert lines[0].startswith("gcloud compute tpus tpu-vm create pod --zone=us-central2-b --accelerator-type=v4-32")
     assert lines[-1] == "gcloud compute tpus tpu-vm delete pod --zone=us-central2-b --quiet"
@@ -257,11 +258,13 @@ def test_slurm_launcher_submits_with_dependencies(tmp_path, capsys, monkeypatch)
     assert [e["job_id"] for e in events if e["event"] == "submit"] == ["101", "102", "103", "104", "105"]
 
 
-@pytest.mark.parametrize("rc,restarts,requeued,exit_code", [(143, 0, True, 0), (1, 0, True, 0), (2, 0, False, 2),
+@pytest.mark.parametrize("rc,restarts,requeued,exit_code", [(143, 0, True, 0), (1, 0, False, 1), (2, 0, False, 2),
+                                                            (130, 0, False, 130), (0, 0, False, 1),
                                                             (143, 3, False, 143)])
 def test_slurm_script_requeues_a_stopped_run(tmp_path, rc, restarts, requeued, exit_code):
-    """The sbatch script under stand-in srun/scontrol: an unfinished workdir is requeued (not after
-    --slurm_max_requeue, nor when main refused the config: exit 2)."""
+    """The sbatch script under stand-in srun/scontrol: an unfinished workdir is requeued on the
+    preemption status (143) alone, and not after --slurm_max_requeue; a refused config (2), a crash
+    or non-finite loss (1), a person's Ctrl-C (130) are not."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "scontrol.txt"
@@ -289,7 +292,7 @@ def test_single_job_launchers(tmp_path, capsys):
     (script,) = _sbatch_scripts(out).values()
     _bash_n(script, tmp_path)
     assert "--config.data.dataset=synthetic" in script
-    assert common.single_job_main("tpu", argv) == 0
+    assert common.single_job_main("tpu", argv[:1] + ["--tpu_shared_root"] + argv[1:]) == 0
     assert "--worker=all" in capsys.readouterr().out
 
 
