@@ -27,9 +27,12 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Mapping
+
+from etils import epath
 
 from experiments import status as status_lib
 from experiments.sweep import check_job
@@ -105,6 +108,17 @@ def _print_plan(jobs, statuses, args, concurrency: int) -> None:
         lines = [" ".join([f"{key}={shlex.quote(v)}" for key, v in env.items()] + [common.shell_join(argv)])
                  for env, argv in commands(job, args, args.local_port + k)]
         print(lines[0] if len(lines) == 1 else " &\n".join(lines) + " &\nwait")
+
+
+def log_path(workdir: str) -> str:
+    """The job's launch.log: in its workdir, or for a gs:// (any URI) workdir a local file under the
+    temp folder that is copied whole into the workdir when the job ends (no appends on object stores)."""
+    if "://" not in workdir:
+        os.makedirs(workdir, exist_ok=True)
+        return os.path.join(workdir, "launch.log")
+    local = os.path.join(tempfile.gettempdir(), "bvt-launch", re.sub(r"[^\w.-]+", "_", workdir))
+    os.makedirs(local, exist_ok=True)
+    return os.path.join(local, "launch.log")
 
 
 @dataclasses.dataclass
@@ -249,8 +263,7 @@ class _Scheduler:
                  else f"restarts (no checkpoint yet{steps})")
         self.log.event(job.name, "resume" if resuming else "start", step=status.checkpoint, total=status.total,
                        launcher="local")
-        os.makedirs(job.workdir, exist_ok=True)
-        logfile = open(os.path.join(job.workdir, "launch.log"), "a")
+        logfile = open(log_path(job.workdir), "a")
         procs = commands(job, self.args, self.ports[job.name])
         children, threads = [], []
         for i, (env, argv) in enumerate(procs):
@@ -272,6 +285,8 @@ class _Scheduler:
         codes = [p.wait() for p in r.children]
         rc = next((c for c in codes if c != 0), 0)
         job = r.job
+        if "://" in job.workdir:  # the local log, whole, into the object store's workdir
+            epath.Path(job.workdir, "launch.log").write_text(open(log_path(job.workdir)).read())
         after = status_lib.run_status(job.workdir, job.num_train_steps)
         self.log.event(job.name, "end", rc=rc, state=after.state, step=after.checkpoint, total=after.total)
         took = _duration(time.monotonic() - r.started)
@@ -284,7 +299,7 @@ class _Scheduler:
         elif rc == 0:
             kind, detail = FAILED, f"exited 0 but its workdir does not hold the finished run ({after.describe()})"
         else:
-            kind, detail = FAILED, f"failed (exit {rc}; see {os.path.join(job.workdir, 'launch.log')})"
+            kind, detail = FAILED, f"failed (exit {rc}; see {job.workdir.rstrip('/')}/launch.log)"
         self.outcome[job.name] = (kind, detail)
         self.say(job.name, detail)
 

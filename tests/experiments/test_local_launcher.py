@@ -215,3 +215,13 @@ def test_dry_run_shows_the_schedule(tmp_path, capsys):
     assert "# local launcher: at most 2 job(s) at once; SIGTERM at 3600 s, SIGKILL 120 s later" in out
     assert "# c: new (2 steps) (after a)" in out
     assert not os.path.exists(tmp_path / "root")
+
+
+def test_launch_log_of_a_gs_workdir_is_local_until_copied(tmp_path):
+    """A gs:// workdir's launch.log is written to a local file (Popen needs one; object stores take
+    no appends) and copied into the workdir when the job ends; a local workdir holds its own."""
+    from launch import local as local_launcher
+
+    remote = local_launcher.log_path("gs://bkt/bvt/sweep/run")
+    assert os.path.isdir(os.path.dirname(remote)) and "gs:" not in remote and "://" not in remote
+    assert local_launcher.log_path(str(tmp_path / "w")) == str(tmp_path / "w" / "launch.log")
