@@ -94,6 +94,12 @@ def write_archives(folder: str, pairs: int, seed: int = 0) -> None:
     _tgz(os.path.join(folder, "dev.tgz"), members)
 
 
+def _peak_rss_mb() -> int:
+    """This process's own peak resident memory (VmHWM of /proc/self/status), in MiB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmHWM:"))
+
+
 def _build(raw: str, tfds_dir: str, queue) -> None:
     """Builds the dataset (in a fresh process, so its peak RSS is the builder's alone)."""
     from bert_vs_transformer.data import builders
@@ -108,7 +114,9 @@ def _build(raw: str, tfds_dir: str, queue) -> None:
         "pairs_kept": b.info.splits["train"].num_examples, "train_shards": b.info.splits["train"].num_shards,
         "generated_mb": round(b.info.dataset_size / 2**20, 1), "build_s": round(wall, 1),
         "cpu_s": round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 1),
-        "peak_rss_mb": round(me.ru_maxrss / 1024), "worker_peak_rss_mb": round(kids.ru_maxrss / 1024),
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a spawned process would report
+        # the parent's peak (the archives generated in memory) as its own.
+        "peak_rss_mb": _peak_rss_mb(), "worker_peak_rss_mb": round(kids.ru_maxrss / 1024),
     })
 
 
