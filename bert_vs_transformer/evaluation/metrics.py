@@ -1,4 +1,4 @@
-"""Evaluation metrics: the GLUE metrics here, and (re-exported from bleu.py) sacreBLEU's BLEU and chrF.
+"""Evaluation metrics: the GLUE metrics.
 
 Translation scores live in `bleu.py`: sacreBLEU on detokenized text, plus the tokenized and
 compound-split BLEU older papers quote, each with its signature.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from bert_vs_transformer.evaluation.bleu import corpus_bleu, corpus_chrf, translation_metrics  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------
 # GLUE.

@@ -54,7 +54,7 @@ REFS2 = [
 
 
 def test_bleu_and_chrf_equal_sacrebleu():
-    m = metrics.translation_metrics(HYPS, REFS)
+    m = bleu_metrics.translation_metrics(HYPS, REFS)
     assert m["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score, abs=1e-9)
     assert m["bleu_lowercase"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS], lowercase=True).score, abs=1e-9)
     assert m["chrf"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS]).score, abs=1e-9)
@@ -71,14 +71,14 @@ def test_bleu_and_chrf_equal_sacrebleu():
 
 def test_several_references():
     both = [[a, b] for a, b in zip(REFS, REFS2)]
-    score, sig, _ = metrics.corpus_bleu(HYPS, both)
+    score, sig, _ = bleu_metrics.corpus_bleu(HYPS, both)
     assert score == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS, REFS2]).score, abs=1e-9)
     assert sig.startswith("nrefs:2|")
-    chrf, _, _ = metrics.corpus_chrf(HYPS, both)
+    chrf, _, _ = bleu_metrics.corpus_chrf(HYPS, both)
     assert chrf == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS, REFS2]).score, abs=1e-9)
-    assert metrics.corpus_bleu(REFS, REFS)[0] == pytest.approx(100.0)
+    assert bleu_metrics.corpus_bleu(REFS, REFS)[0] == pytest.approx(100.0)
     with pytest.raises(ValueError, match="4 hypotheses but 3 references"):
-        metrics.translation_metrics(HYPS, REFS[:3])
+        bleu_metrics.translation_metrics(HYPS, REFS[:3])
 
 
 def test_glue_metrics_equal_sklearn_and_scipy():
